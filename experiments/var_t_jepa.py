@@ -1,0 +1,248 @@
+"""Var-T-JEPA vs T-JEPA vs raw features on one table: pre-train, evaluate, inspect uncertainty.
+
+    python experiments/var_t_jepa.py                      # SIM (generated), CPU preset, minutes
+    python experiments/var_t_jepa.py --dataset adult --data-dir ../shared/data
+    python experiments/var_t_jepa.py --data my.csv --label target
+    python experiments/var_t_jepa.py --dataset adult --preset paper --device cuda
+
+Pre-training sees the training split only; checkpoints are selected on the validation split;
+the test split is touched once, by the downstream predictors. Everything lands in one run folder
+(see README, "What a run writes").
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import time
+from dataclasses import replace
+from datetime import datetime
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import torch
+from scipy.stats import spearmanr
+
+from pyro_jepa.data import DATASETS, load_dataset
+from pyro_jepa.models import TERMS
+from pyro_jepa.evaluate import DownstreamConfig, collapse_report, evaluate_embeddings
+from pyro_jepa.pipeline import (
+    METHODS,
+    RunFolderExistsError,
+    plot_training_curves,
+    plot_uncertainty,
+    prepare_run_dir,
+    pretrain,
+    representations,
+    uncertainties,
+    write_json,
+)
+from pyro_jepa.presets import PRESETS, make_preset
+from pyro_jepa.train import resolve_device
+from pyro_jepa.uncertainty import plot_forest, sample_latents, summarize, to_inference_data
+
+METHOD_LABELS = {"var-t-jepa": "Var-T-JEPA", "t-jepa": "T-JEPA"}
+
+
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    data = p.add_argument_group("data")
+    data.add_argument("--dataset", default="sim", help=f"named dataset: sim (generated) or one of {sorted(DATASETS)} (default: sim)")
+    data.add_argument("--data", type=Path, help="a CSV/Parquet file to use instead of a named dataset (needs --label)")
+    data.add_argument("--label", help="label column of --data")
+    data.add_argument("--numerical", help="comma-separated columns to treat as numerical (overrides inference)")
+    data.add_argument("--categorical", help="comma-separated columns to treat as categorical (overrides inference)")
+    data.add_argument("--data-dir", type=Path, help="folder with the named datasets (default: $PYRO_JEPA_DATA or ~/.cache/pyro_jepa)")
+    data.add_argument("--max-rows", type=int, help="stratified subsample of the table before splitting")
+    model = p.add_argument_group("pre-training")
+    model.add_argument("--preset", default="cpu", choices=PRESETS, help="cpu: small, minutes on 2 cores; paper: Var-JEPA Table 7 (GPU)")
+    model.add_argument("--methods", default="var-t-jepa,t-jepa", help=f"comma-separated subset of {sorted(METHODS)}")
+    model.add_argument("--epochs", type=int, help="override the preset's pre-training epochs")
+    model.add_argument("--batch-size", type=int, help="override the preset's batch size")
+    model.add_argument("--lr", type=float, help="override the preset's peak learning rate")
+    model.add_argument("--elbo", choices=("trace", "meanfield"), help="Trace_ELBO (default) or TraceMeanField_ELBO (analytic KLs)")
+    model.add_argument(
+        "--alpha",
+        help="override final loss weights, e.g. 'rec=1,gen=1,kl_s_x=1,kl_z=1,kl_s_y=1' (all 1 = the plain ELBO)",
+    )
+    model.add_argument("--select", choices=("probe", "loss"), default="probe", help="best-epoch criterion on the validation split")
+    evaluation = p.add_argument_group("evaluation")
+    evaluation.add_argument("--predictors", default="mlp,xgboost", help="comma-separated downstream predictors")
+    evaluation.add_argument("--downstream-epochs", type=int, default=50, help="max epochs of the downstream MLP")
+    evaluation.add_argument("--uncertainty", choices=("mean", "q90"), help="row aggregate of posterior stds (default: the paper's per dataset)")
+    evaluation.add_argument("--posterior-samples", type=int, default=200, help="guide samples per row for the arviz summary")
+    evaluation.add_argument("--posterior-rows", type=int, default=4, help="test rows summarized in arviz")
+    run = p.add_argument_group("run")
+    run.add_argument("--seed", type=int, default=0, help="fixes splits, initial weights, masks and sampling")
+    run.add_argument("--device", default="auto", help="auto (CUDA when present), cpu, cuda, cuda:1, ...")
+    run.add_argument("--out", type=Path, help="run folder (default: runs/<dataset>-<timestamp>)")
+    run.add_argument("--overwrite", action="store_true", help="replace an existing run folder")
+    run.add_argument("--resume", action="store_true", help="continue an interrupted run in --out from its last checkpoints")
+    run.add_argument("--no-progress", action="store_true", help="hide progress bars")
+    args = p.parse_args(argv)
+    if args.data is not None and not args.label:
+        p.error("--data needs --label (the name of the label column)")
+    if args.resume and args.out is None:
+        p.error("--resume needs --out (the run folder to continue)")
+    args.methods = [m.strip() for m in args.methods.split(",") if m.strip()]
+    unknown = [m for m in args.methods if m not in METHODS]
+    if unknown:
+        p.error(f"unknown methods {unknown}; choose from {sorted(METHODS)}")
+    try:
+        args.alpha = {k.strip(): float(v) for k, v in (item.split("=") for item in split_list(args.alpha) or [])}
+    except ValueError:
+        p.error(f"--alpha must look like 'rec=1,kl_s_y=1e-5', got {args.alpha!r}")
+    unknown = sorted(set(args.alpha) - set(TERMS))
+    if unknown:
+        p.error(f"--alpha: unknown terms {unknown}; choose from {list(TERMS)}")
+    args.predictors = [m.strip() for m in args.predictors.split(",") if m.strip()]
+    return args
+
+
+def split_list(value: str | None) -> list[str] | None:
+    return None if value is None else [v.strip() for v in value.split(",") if v.strip()]
+
+
+def markdown_table(results: pd.DataFrame) -> str:
+    """Results as a Markdown table: one row per representation (and drop), one column pair per predictor."""
+    frame = results.copy()
+    frame["representation"] = [
+        rep if drop == 0 else f"{rep} ({int(round(drop * 100))}% most uncertain dropped)"
+        for rep, drop in zip(frame["representation"], frame["drop"])
+    ]
+    wide = frame.pivot_table(index="representation", columns="predictor", values=["accuracy", "macro_f1"], sort=False)
+    wide.columns = [f"{predictor} {metric}" for metric, predictor in wide.columns]
+    wide = wide[sorted(wide.columns, key=lambda c: (c.split()[0], c.split()[1]))]
+    header = "| representation | " + " | ".join(wide.columns) + " |"
+    lines = [header, "|" + "---|" * (len(wide.columns) + 1)]
+    for name, row in wide.iterrows():
+        lines.append(f"| {name} | " + " | ".join(f"{v:.4f}" for v in row.values) + " |")
+    return "\n".join(lines)
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse_args(argv)
+    started = time.perf_counter()
+    dataset = args.data.stem if args.data is not None else args.dataset
+    out = args.out or Path("runs") / f"{dataset}-{datetime.now():%Y%m%d-%H%M%S}"
+    try:
+        out = prepare_run_dir(out, overwrite=args.overwrite, resume=args.resume)
+    except RunFolderExistsError as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 2
+    device = resolve_device(args.device)
+
+    splits = load_dataset(
+        str(args.data) if args.data is not None else args.dataset,
+        label=args.label,
+        data_dir=args.data_dir,
+        seed=args.seed,
+        numerical=split_list(args.numerical),
+        categorical=split_list(args.categorical),
+        max_rows=args.max_rows,
+    )
+    schema = splits.schema
+    model_config, train_config = make_preset(args.preset, dataset, len(splits.train))
+    train_config = replace(
+        train_config,
+        seed=args.seed,
+        device=str(device),
+        select=args.select,
+        progress=not args.no_progress,
+        **{k: v for k, v in {"epochs": args.epochs, "batch_size": args.batch_size, "lr": args.lr}.items() if v is not None},
+    )
+    model_config = replace(
+        model_config,
+        weights=replace(model_config.weights, **args.alpha),
+        **{k: v for k, v in {"elbo": args.elbo, "uncertainty": args.uncertainty}.items() if v is not None},
+    )
+    downstream_config = DownstreamConfig(epochs=args.downstream_epochs)
+    write_json(
+        {
+            "command": " ".join([Path(sys.argv[0]).name, *(argv if argv is not None else sys.argv[1:])]),
+            "args": vars(args),
+            "dataset": {
+                "name": dataset,
+                "rows": {"train": len(splits.train), "val": len(splits.val), "test": len(splits.test)},
+                "numerical": schema.numerical,
+                "categorical": schema.categorical,
+                "cardinalities": schema.cardinalities,
+                "classes": schema.classes,
+            },
+            "model": model_config,
+            "train": train_config,
+            "downstream": downstream_config,
+            "device": str(device),
+            "versions": {"torch": torch.__version__, "pyro": __import__("pyro").__version__, "python": sys.version.split()[0]},
+        },
+        out / "config.json",
+    )
+    print(f"{dataset}: {len(splits.train)}/{len(splits.val)}/{len(splits.test)} train/val/test rows, "
+          f"{schema.n_numerical} numerical + {schema.n_categorical} categorical features, {schema.n_classes} classes; "
+          f"device {device}; run folder {out}")
+
+    features = {"raw features": tuple(getattr(splits, s).raw_features() for s in ("train", "val", "test"))}
+    uncertainty, histories, metrics, trained = {}, {}, {"dataset": dataset, "methods": {}}, {}
+    for name in args.methods:
+        label = METHOD_LABELS[name]
+        method, fit = pretrain(name, splits, model_config, train_config, out / "checkpoints" / name, resume=args.resume)
+        trained[name], histories[label] = method, fit.history
+        reps = representations(method, splits)
+        features[label] = (reps["train"], reps["val"], reps["test"])
+        unc = uncertainties(method, splits, model_config.uncertainty)
+        metrics["methods"][label] = {
+            "pretrain_seconds": fit.seconds,
+            "best_epoch": fit.best_epoch,
+            "best_validation_score": fit.best_score,
+            "selection": train_config.select,
+            "collapse_test": collapse_report(reps["test"]),
+        }
+        if unc is not None:
+            uncertainty[label] = unc["test"]
+            if splits.test.ambiguity is not None:
+                rho = spearmanr(unc["test"], splits.test.ambiguity.cpu().numpy()).statistic
+                metrics["methods"][label]["spearman_uncertainty_vs_true_ambiguity"] = float(rho)
+
+    y = {s: getattr(splits, s).y.cpu().numpy() for s in ("train", "val", "test")}
+    results = evaluate_embeddings(
+        features, y["train"], y["val"], y["test"], schema.n_classes, predictors=args.predictors,
+        config=downstream_config, seed=args.seed, uncertainty=uncertainty, device=str(device),
+    )
+    results.insert(0, "dataset", dataset)
+    results.to_csv(out / "results.csv", index=False)
+    table = markdown_table(results)
+    (out / "results.md").write_text(
+        f"# {dataset}: downstream test accuracy and macro-F1\n\n{table}\n\n"
+        f"Preset `{args.preset}`, seed {args.seed}, device {device}. Pre-training on the training split only; "
+        "best epoch chosen on the validation split. Selective rows drop the test rows with the highest "
+        f"Var-T-JEPA latent uncertainty ({model_config.uncertainty} of posterior stds) and score the rest.\n"
+    )
+    metrics["downstream"] = results.to_dict(orient="records")
+    plot_training_curves(histories, out / "training_curves.png")
+
+    if "var-t-jepa" in trained:
+        var = trained["var-t-jepa"]
+        rows = splits.test.rows[: args.posterior_rows].to(device)
+        idata = to_inference_data(
+            sample_latents(var, rows, args.posterior_samples), list(range(len(rows))), schema.feature_names
+        )
+        summarize(idata, ["z", "s_w"]).to_csv(out / "arviz_summary.csv")
+        plot_forest(idata, "s_w", {"feature": list(schema.feature_names[:2]), "latent": list(range(min(4, model_config.dim)))}, out / "posterior_forest.png")
+        ambiguity = None if splits.test.ambiguity is None else splits.test.ambiguity.cpu().numpy()
+        plot_uncertainty(uncertainty["Var-T-JEPA"], y["test"], schema.classes, ambiguity, out / "uncertainty.png")
+
+    metrics["seconds_total"] = time.perf_counter() - started
+    write_json(metrics, out / "metrics.json")
+    print(f"\n{table}\n")
+    for label, info in metrics["methods"].items():
+        collapse = info["collapse_test"]
+        extra = f", Spearman(uncertainty, true u) {info['spearman_uncertainty_vs_true_ambiguity']:.3f}" if "spearman_uncertainty_vs_true_ambiguity" in info else ""
+        print(f"{label}: best epoch {info['best_epoch']}, per-dim std mean {collapse['mean_std']:.3f} "
+              f"(min {collapse['min_std']:.3f}), effective rank {collapse['effective_rank']:.1f}{extra}")
+    print(f"\nwrote {out} in {metrics['seconds_total']:.0f} s")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,37 @@
+"""Evaluation of learned representations: downstream predictors, selective scoring, collapse diagnostics."""
+
+from pyro_jepa.evaluate.diagnostics import (
+    collapse_report,
+    effective_rank,
+    linear_probe_accuracy,
+    mean_cosine_similarity,
+    per_dimension_std,
+)
+from pyro_jepa.evaluate.downstream import (
+    PREDICTORS,
+    DownstreamConfig,
+    MLPPredictor,
+    as_feature_matrix,
+    classification_metrics,
+    evaluate_embeddings,
+    selective_metrics,
+    train_mlp,
+    train_xgboost,
+)
+
+__all__ = [
+    "PREDICTORS",
+    "DownstreamConfig",
+    "MLPPredictor",
+    "as_feature_matrix",
+    "classification_metrics",
+    "collapse_report",
+    "effective_rank",
+    "evaluate_embeddings",
+    "linear_probe_accuracy",
+    "mean_cosine_similarity",
+    "per_dimension_std",
+    "selective_metrics",
+    "train_mlp",
+    "train_xgboost",
+]

@@ -1,0 +1,305 @@
+"""Downstream evaluation of frozen representations (reference §7.4, §8.2, §10).
+
+Predictors are trained on frozen embeddings (or raw features) with the train split, early-stopped
+on the validation split where applicable, and scored on the test split by accuracy and macro F1.
+Selective evaluation drops the test rows with the highest latent uncertainty and scores the rest
+with the *same* fitted predictor: nothing is retrained, so the selective rows are at reduced coverage.
+"""
+
+from __future__ import annotations
+
+import copy
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
+
+import numpy as np
+import pandas as pd
+import torch
+import xgboost
+from sklearn.metrics import accuracy_score, f1_score
+from torch import nn
+
+
+@dataclass
+class DownstreamConfig:
+    """Hyper-parameters of the downstream predictors (reference §7.4).
+
+    Attributes:
+        epochs: maximum MLP training epochs.
+        batch_size: MLP mini-batch size.
+        lr: AdamW learning rate.
+        weight_decay: AdamW (decoupled) weight decay.
+        hidden: width of each hidden layer.
+        depth: number of hidden layers.
+        dropout: dropout probability after each hidden layer.
+        patience: epochs without a validation-accuracy improvement before stopping.
+        xgb_estimators: number of boosted trees.
+        xgb_depth: maximum tree depth.
+        xgb_lr: boosting learning rate.
+        n_jobs: XGBoost threads.
+    """
+
+    epochs: int = 50
+    batch_size: int = 128
+    lr: float = 1e-3
+    weight_decay: float = 0.01
+    hidden: int = 128
+    depth: int = 2
+    dropout: float = 0.1
+    patience: int = 16
+    xgb_estimators: int = 100
+    xgb_depth: int = 3
+    xgb_lr: float = 0.1
+    n_jobs: int = 2
+
+
+def as_feature_matrix(x: np.ndarray | torch.Tensor) -> np.ndarray:
+    """Return ``x`` as a float32 ``(N, F)`` numpy matrix, flattening ``(N, D, d)`` token embeddings.
+
+    Flattening is how the reference feeds token embeddings to the downstream models (§7.4).
+    """
+    if isinstance(x, torch.Tensor):
+        x = x.detach().cpu().numpy()
+    x = np.asarray(x, dtype=np.float32)
+    if x.ndim < 2:
+        raise ValueError(f"expected an (N, F) or (N, D, d) array, got shape {x.shape}")
+    return x.reshape(x.shape[0], -1)
+
+
+class MLPPredictor:
+    """A trained MLP together with the train-split standardization it was fitted on.
+
+    Attributes:
+        module: the torch network (input -> logits).
+        mean, std: per-feature train statistics applied before the network.
+        best_epoch: epoch (0-based) whose weights were restored.
+        best_val_accuracy: validation accuracy at ``best_epoch``.
+    """
+
+    # Bounds peak memory when predicting on wide flattened embeddings.
+    _CHUNK = 8192
+
+    def __init__(
+        self,
+        module: nn.Module,
+        mean: torch.Tensor,
+        std: torch.Tensor,
+        best_epoch: int,
+        best_val_accuracy: float,
+    ) -> None:
+        self.module = module
+        self.mean = mean
+        self.std = std
+        self.best_epoch = best_epoch
+        self.best_val_accuracy = best_val_accuracy
+
+    def _logits(self, x: torch.Tensor) -> torch.Tensor:
+        """Logits for an already-standardized tensor on the model's device."""
+        self.module.eval()
+        with torch.no_grad():
+            return torch.cat([self.module(chunk) for chunk in x.split(self._CHUNK)])
+
+    def standardize(self, x: np.ndarray | torch.Tensor) -> torch.Tensor:
+        """Move ``x`` to the model's device and apply the train statistics."""
+        x = torch.as_tensor(x, dtype=torch.float32, device=self.mean.device)
+        return (x - self.mean) / self.std
+
+    def predict_proba(self, x: np.ndarray) -> np.ndarray:
+        """Class probabilities, shape ``(N, n_classes)``."""
+        return torch.softmax(self._logits(self.standardize(x)), dim=-1).cpu().numpy()
+
+
+def _mlp(n_in: int, n_classes: int, config: DownstreamConfig) -> nn.Sequential:
+    layers: list[nn.Module] = []
+    width = n_in
+    for _ in range(config.depth):
+        layers += [nn.Linear(width, config.hidden), nn.ReLU(), nn.Dropout(config.dropout)]
+        width = config.hidden
+    layers.append(nn.Linear(width, n_classes))
+    return nn.Sequential(*layers)
+
+
+def train_mlp(
+    x_train: np.ndarray,
+    y_train: np.ndarray,
+    x_val: np.ndarray,
+    y_val: np.ndarray,
+    n_classes: int,
+    config: DownstreamConfig | None = None,
+    seed: int = 0,
+    device: str = "cpu",
+) -> MLPPredictor:
+    """Train an MLP classifier on ``(N, F)`` float32 inputs with AdamW and early stopping.
+
+    Inputs are standardized with train statistics. Training stops after ``config.patience`` epochs
+    without a strict improvement in validation accuracy, and the best epoch's weights are restored.
+    Deterministic for a given ``seed`` on CPU; the global torch RNG state is left untouched.
+    """
+    config = config or DownstreamConfig()
+    dev = torch.device(device)
+    x_tr = torch.as_tensor(x_train, dtype=torch.float32, device=dev)
+    mean = x_tr.mean(dim=0)
+    std = x_tr.std(dim=0, unbiased=False)
+    # Constant features would divide by ~0; leaving them unscaled maps them to exactly 0.
+    std = torch.where(std > 1e-8, std, torch.ones_like(std))
+    y_tr = torch.as_tensor(np.asarray(y_train), dtype=torch.long, device=dev)
+    y_va = torch.as_tensor(np.asarray(y_val), dtype=torch.long, device=dev)
+
+    cuda_devices = [dev.index if dev.index is not None else torch.cuda.current_device()] if dev.type == "cuda" else []
+    # Seeding inside fork_rng makes init, shuffling and dropout reproducible without
+    # clobbering the caller's RNG state.
+    with torch.random.fork_rng(devices=cuda_devices):
+        torch.manual_seed(seed)
+        module = _mlp(x_tr.shape[1], n_classes, config).to(dev)
+        predictor = MLPPredictor(module, mean, std, best_epoch=-1, best_val_accuracy=-1.0)
+        x_tr = predictor.standardize(x_tr)
+        x_va = predictor.standardize(x_val)
+        optimizer = torch.optim.AdamW(module.parameters(), lr=config.lr, weight_decay=config.weight_decay)
+        best_state = copy.deepcopy(module.state_dict())
+        for epoch in range(config.epochs):
+            module.train()
+            for idx in torch.randperm(len(x_tr)).to(dev).split(config.batch_size):
+                loss = nn.functional.cross_entropy(module(x_tr[idx]), y_tr[idx])
+                optimizer.zero_grad(set_to_none=True)
+                loss.backward()
+                optimizer.step()
+            val_acc = (predictor._logits(x_va).argmax(dim=-1) == y_va).float().mean().item()
+            if val_acc > predictor.best_val_accuracy:
+                predictor.best_val_accuracy, predictor.best_epoch = val_acc, epoch
+                best_state = copy.deepcopy(module.state_dict())
+            elif epoch - predictor.best_epoch >= config.patience:
+                break
+    module.load_state_dict(best_state)
+    return predictor
+
+
+def train_xgboost(
+    x_train: np.ndarray,
+    y_train: np.ndarray,
+    x_val: np.ndarray,
+    y_val: np.ndarray,
+    n_classes: int,
+    config: DownstreamConfig | None = None,
+    seed: int = 0,
+    device: str = "cpu",
+) -> xgboost.XGBClassifier:
+    """Fit a gradient-boosted tree classifier (hist method, fixed number of trees).
+
+    ``x_val``/``y_val`` are accepted so every entry of `PREDICTORS` shares one signature; the
+    reference uses a fixed 100 trees without early stopping, so they are not used. ``y_train``
+    must contain every class ``0..n_classes-1`` (an XGBoost requirement).
+    """
+    config = config or DownstreamConfig()
+    y_train = np.asarray(y_train)
+    if set(np.unique(y_train).tolist()) != set(range(n_classes)):
+        raise ValueError(f"y_train must contain every class 0..{n_classes - 1}")
+    model = xgboost.XGBClassifier(
+        n_estimators=config.xgb_estimators,
+        max_depth=config.xgb_depth,
+        learning_rate=config.xgb_lr,
+        tree_method="hist",
+        n_jobs=config.n_jobs,
+        random_state=seed,
+        device=device,
+    )
+    model.fit(np.asarray(x_train, dtype=np.float32), y_train)
+    return model
+
+
+# Every predictor: (x_train, y_train, x_val, y_val, n_classes, config, seed, device=...) -> object
+# with predict_proba(x) -> (N, n_classes).
+PREDICTORS: dict[str, Callable[..., object]] = {"mlp": train_mlp, "xgboost": train_xgboost}
+
+
+def classification_metrics(y_true: np.ndarray, y_pred: np.ndarray) -> dict[str, float]:
+    """Accuracy and macro F1 (over the classes present in ``y_true`` or ``y_pred``)."""
+    return {
+        "accuracy": float(accuracy_score(y_true, y_pred)),
+        "macro_f1": float(f1_score(y_true, y_pred, average="macro", zero_division=0)),
+    }
+
+
+def selective_metrics(
+    y_true: np.ndarray,
+    y_pred: np.ndarray,
+    uncertainty: np.ndarray,
+    drop_fractions: Sequence[float] = (0.1, 0.2, 0.5),
+) -> dict[float, dict[str, float]]:
+    """Score the predictions left after dropping the most uncertain rows.
+
+    For each fraction ``f`` the ``round(f * n)`` rows with the highest ``uncertainty`` are dropped;
+    among equal uncertainties the lower index is dropped first, so the result is deterministic.
+
+    Returns:
+        ``{f: {"accuracy", "macro_f1", "coverage"}}`` where coverage is the kept fraction of rows.
+    """
+    y_true, y_pred = np.asarray(y_true), np.asarray(y_pred)
+    uncertainty = np.asarray(uncertainty, dtype=np.float64)
+    n = len(y_true)
+    if not (len(y_pred) == len(uncertainty) == n):
+        raise ValueError(f"length mismatch: {n} labels, {len(y_pred)} predictions, {len(uncertainty)} uncertainties")
+    if np.isnan(uncertainty).any():
+        raise ValueError("uncertainty contains NaN")
+    # Most uncertain first; lexsort's last key is primary, earlier keys break ties.
+    order = np.lexsort((np.arange(n), -uncertainty))
+    results: dict[float, dict[str, float]] = {}
+    for f in drop_fractions:
+        if not 0.0 <= f < 1.0:
+            raise ValueError(f"drop fractions must be in [0, 1), got {f}")
+        keep = np.sort(order[round(f * n) :])
+        if len(keep) == 0:
+            raise ValueError(f"dropping {f:.0%} of {n} rows leaves nothing to score")
+        results[f] = {**classification_metrics(y_true[keep], y_pred[keep]), "coverage": len(keep) / n}
+    return results
+
+
+def evaluate_embeddings(
+    features: Mapping[str, tuple[np.ndarray, np.ndarray, np.ndarray]],
+    y_train: np.ndarray,
+    y_val: np.ndarray,
+    y_test: np.ndarray,
+    n_classes: int,
+    predictors: Sequence[str] = ("mlp", "xgboost"),
+    config: DownstreamConfig | None = None,
+    seed: int = 0,
+    uncertainty: Mapping[str, np.ndarray] | None = None,
+    drop_fractions: Sequence[float] = (0.1, 0.2, 0.5),
+    device: str = "cpu",
+) -> pd.DataFrame:
+    """Train each predictor on each representation and score it on the test split.
+
+    Args:
+        features: representation name -> (train, val, test) arrays, ``(N, F)`` or ``(N, D, d)``
+            (flattened before training).
+        y_train, y_val, y_test: integer labels ``0..n_classes-1``.
+        predictors: keys of `PREDICTORS`.
+        uncertainty: representation name -> per-test-row uncertainty ``(n_test,)``; representations
+            listed here also get selective rows, one per entry of ``drop_fractions``.
+
+    Returns:
+        One row per (predictor, representation, drop) with columns ``predictor``, ``representation``,
+        ``drop`` (0.0 for the full test set), ``coverage`` (kept fraction), ``accuracy`` and ``macro_f1``.
+        Run it once per seed and concatenate for the reference's mean ± std over repeats.
+    """
+    config = config or DownstreamConfig()
+    uncertainty = dict(uncertainty or {})
+    unknown = sorted(set(uncertainty) - set(features))
+    if unknown:
+        raise ValueError(f"uncertainty given for unknown representations {unknown}")
+    missing = [p for p in predictors if p not in PREDICTORS]
+    if missing:
+        raise ValueError(f"unknown predictors {missing}; choose from {sorted(PREDICTORS)}")
+
+    rows: list[dict[str, object]] = []
+    for predictor in predictors:
+        for name, (x_tr, x_va, x_te) in features.items():
+            model = PREDICTORS[predictor](
+                as_feature_matrix(x_tr), y_train, as_feature_matrix(x_va), y_val, n_classes, config, seed, device=device
+            )
+            y_pred = model.predict_proba(as_feature_matrix(x_te)).argmax(axis=1)
+            scores = {0.0: {**classification_metrics(y_test, y_pred), "coverage": 1.0}}
+            if name in uncertainty:
+                scores |= selective_metrics(y_test, y_pred, uncertainty[name], drop_fractions)
+            rows += [{"predictor": predictor, "representation": name, "drop": f, **s} for f, s in scores.items()]
+    columns = ["predictor", "representation", "drop", "coverage", "accuracy", "macro_f1"]
+    return pd.DataFrame(rows, columns=columns)

@@ -1,0 +1,23 @@
+"""The Pyro programs (Var-JEPA, Var-T-JEPA) and the deterministic baselines (T-JEPA)."""
+
+from .base import SSLMethod
+from .t_jepa import TJEPA
+from .tabular import MaskedPredictor, TabularJEPAConfig, TokenEncoder
+from .var_jepa import TERMS, LossWeights, MLPVarJEPA, VarJEPA, elbo_terms, standard_normal, weighted_loss
+from .var_t_jepa import VarTJEPA
+
+__all__ = [
+    "SSLMethod",
+    "TJEPA",
+    "MaskedPredictor",
+    "TabularJEPAConfig",
+    "TokenEncoder",
+    "TERMS",
+    "LossWeights",
+    "MLPVarJEPA",
+    "VarJEPA",
+    "elbo_terms",
+    "standard_normal",
+    "weighted_loss",
+    "VarTJEPA",
+]

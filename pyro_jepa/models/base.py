@@ -1,0 +1,39 @@
+"""What the training engine needs from a self-supervised method."""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+
+class SSLMethod(nn.Module):
+    """A self-supervised method the engine (`pyro_jepa.train.fit`) can train and evaluate.
+
+    Subclasses implement `loss`, `diagnostics` and `embed`; `on_step_end` and `uncertainty` are
+    optional. Randomness must come from torch's RNG or generators the method checkpoints through
+    ``get_extra_state`` so that `--resume` reproduces an uninterrupted run.
+    """
+
+    name: str = "method"
+
+    def loss(self, rows: torch.Tensor, step: int) -> torch.Tensor:
+        """Differentiable training objective of one batch of packed rows at optimizer step ``step``."""
+        raise NotImplementedError
+
+    @torch.no_grad()
+    def diagnostics(self, rows: torch.Tensor, step: int) -> dict[str, float]:
+        """Loss terms on held-out rows (no gradient), e.g. the five ELBO terms; must include ``loss``."""
+        raise NotImplementedError
+
+    def on_step_end(self, step: int, total_steps: int) -> None:
+        """Called after each optimizer step (EMA updates live here)."""
+
+    @torch.no_grad()
+    def embed(self, rows: torch.Tensor) -> torch.Tensor:
+        """Representations ``(N, D, d)`` of rows for downstream models."""
+        raise NotImplementedError
+
+    @torch.no_grad()
+    def uncertainty(self, rows: torch.Tensor) -> torch.Tensor | None:
+        """Posterior standard deviations ``(N, D, d)`` of the representation, if the method has any."""
+        return None

@@ -1,0 +1,74 @@
+"""T-JEPA baseline (Thimonier et al., ICLR 2025; as re-run in Var-JEPA App. D.4), plain torch.
+
+Deterministic context encoder, EMA target encoder (momentum rising linearly 0.996 -> 1.0 over
+training), transformer predictor with mask tokens (plus the Var-JEPA paper's learned auxiliary
+tokens), and the MSE between predicted and target representations at the target features.
+The representation used downstream is the target encoder applied to the unmasked row.
+"""
+
+from __future__ import annotations
+
+import copy
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from ..data.masks import MaskCollator
+from ..data.tabular import TabularSchema
+from ..nn import gather_tokens
+from .base import SSLMethod
+from .tabular import MaskedPredictor, TabularJEPAConfig, TokenEncoder
+from .var_t_jepa import EVAL_CHUNK, EVAL_MASK_SEED
+
+
+class TJEPA(SSLMethod):
+    """T-JEPA with EMA target encoder (see the module docstring)."""
+
+    name = "T-JEPA"
+
+    def __init__(self, schema: TabularSchema, config: TabularJEPAConfig, seed: int = 0) -> None:
+        super().__init__()
+        self.config = config
+        self.n_features = schema.n_features
+        self.context_encoder = TokenEncoder(schema, config)
+        self.target_encoder = copy.deepcopy(self.context_encoder).requires_grad_(False)
+        self.predictor = MaskedPredictor(self.n_features, config, conditioned=False, n_aux=config.n_aux)
+        self.predictor_head = nn.Linear(config.pred_dim, config.dim)
+        self.masks = MaskCollator(self.n_features, config.context_ratio, config.target_ratio, config.n_targets, seed)
+
+    def _mse(self, rows: torch.Tensor, context: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+        with torch.no_grad():
+            goal = gather_tokens(self.target_encoder(rows), target)
+        prediction = self.predictor_head(self.predictor(self.context_encoder(rows, index=context), context, target))
+        return F.mse_loss(prediction, goal)
+
+    def loss(self, rows: torch.Tensor, step: int) -> torch.Tensor:
+        masks = self.masks(rows.shape[0], rows.device)
+        return self._mse(rows, masks.context, masks.target)
+
+    @torch.no_grad()
+    def diagnostics(self, rows: torch.Tensor, step: int) -> dict[str, float]:
+        collator = MaskCollator(self.n_features, self.config.context_ratio, self.config.target_ratio, self.config.n_targets, EVAL_MASK_SEED)
+        total = 0.0
+        for chunk in rows.split(EVAL_CHUNK):
+            masks = collator(chunk.shape[0], chunk.device)
+            total += float(self._mse(chunk, masks.context, masks.target)) * chunk.shape[0] / rows.shape[0]
+        return {"loss": total}
+
+    @torch.no_grad()
+    def on_step_end(self, step: int, total_steps: int) -> None:
+        start, end = self.config.ema
+        momentum = start + (end - start) * min(step / max(total_steps, 1), 1.0)
+        for target, online in zip(self.target_encoder.parameters(), self.context_encoder.parameters()):
+            target.lerp_(online, 1.0 - momentum)
+
+    @torch.no_grad()
+    def embed(self, rows: torch.Tensor) -> torch.Tensor:
+        return torch.cat([self.target_encoder(chunk) for chunk in rows.split(EVAL_CHUNK)])
+
+    def get_extra_state(self) -> dict:
+        return {"masks": self.masks.state_dict()}
+
+    def set_extra_state(self, state: dict) -> None:
+        self.masks.load_state_dict(state["masks"])

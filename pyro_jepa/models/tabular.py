@@ -1,0 +1,123 @@
+"""Configuration and networks shared by the tabular JEPAs (Var-T-JEPA and the T-JEPA baseline)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import torch
+from torch import nn
+
+from ..data.tabular import TabularSchema
+from ..nn import FeatureTokenizer, gather_tokens, transformer
+from .var_jepa import LossWeights
+
+
+@dataclass
+class TabularJEPAConfig:
+    """Hyperparameters of Var-T-JEPA and T-JEPA (Var-JEPA Table 7/8 names in brackets).
+
+    Fields with a counterpart in both methods are shared, as in the paper's Table 8.
+    Counts the paper leaves open (CLS tokens, pooled tokens, auxiliary-MLP depth, predictor
+    depth, T-JEPA auxiliary tokens) have the defaults below.
+    """
+
+    dim: int = 64  # d = D_hid = d_z
+    depth: int = 8  # L
+    heads: int = 4  # H
+    ff: int = 256  # ff
+    dropout: float = 0.001  # drop
+    n_cls: int = 1
+    n_pool: int = 4  # L_pool
+    aux_depth: int = 2
+    pred_dim: int = 16  # Lp
+    pred_depth: int = 4
+    pred_heads: int = 4  # Hp
+    pred_ff: int = 256  # ffp
+    pred_dropout: float = 0.002  # dropp
+    context_ratio: tuple[float, float] = (0.15, 0.5)  # ctx, ctxM
+    target_ratio: tuple[float, float] = (0.15, 0.8)  # trg, trgM
+    n_targets: int = 4  # K
+    # Var-T-JEPA only
+    weights: LossWeights = field(default_factory=LossWeights)
+    elbo: str = "trace"  # "trace" (Trace_ELBO) or "meanfield" (TraceMeanField_ELBO, analytic KLs)
+    uncertainty: str = "mean"  # per-row aggregate of posterior stds: "mean" or "q90"
+    # T-JEPA only
+    ema: tuple[float, float] = (0.996, 1.0)
+    n_aux: int = 1
+
+    def __post_init__(self) -> None:
+        if self.elbo not in ("trace", "meanfield"):
+            raise ValueError(f"elbo must be 'trace' or 'meanfield', got {self.elbo!r}")
+        if self.uncertainty not in ("mean", "q90"):
+            raise ValueError(f"uncertainty must be 'mean' or 'q90', got {self.uncertainty!r}")
+        if isinstance(self.weights, dict):
+            self.weights = LossWeights(**self.weights)
+        self.context_ratio = tuple(self.context_ratio)
+        self.target_ratio = tuple(self.target_ratio)
+        self.ema = tuple(self.ema)
+
+
+class TokenEncoder(nn.Module):
+    """Feature tokenizer + learned CLS tokens (+ optional prefix tokens) + transformer.
+
+    CLS tokens and prefix tokens are never masked: masking selects among the D feature tokens
+    only (this fixes T-JEPA's original off-by-one, where index 0 picked the REG token).
+    """
+
+    def __init__(self, schema: TabularSchema, config: TabularJEPAConfig) -> None:
+        super().__init__()
+        self.tokenizer = FeatureTokenizer(schema, config.dim)
+        self.cls = nn.Parameter(torch.randn(config.n_cls, config.dim) * 0.02)
+        self.transformer = transformer(config.dim, config.depth, config.heads, config.ff, config.dropout)
+
+    def forward(self, rows: torch.Tensor, index: torch.Tensor | None = None, prefix: torch.Tensor | None = None) -> torch.Tensor:
+        """Encode ``rows (B, D)``; with ``index (B, M)`` only those features. Returns ``(B, M or D, dim)``."""
+        tokens = self.tokenizer(rows)
+        if index is not None:
+            tokens = gather_tokens(tokens, index)
+        parts = [self.cls.expand(rows.shape[0], -1, -1)]
+        if prefix is not None:
+            parts.append(prefix)
+        hidden = self.transformer(torch.cat([*parts, tokens], dim=1))
+        return hidden[:, -tokens.shape[1] :]
+
+
+class MaskedPredictor(nn.Module):
+    """I-JEPA-style predictor: context tokens + learned mask tokens at the target positions.
+
+    Runs the K target masks of every row as one batch of ``B*K`` sequences. An optional
+    conditioning vector (Var-T-JEPA's z) is projected and added to every token; optional learned
+    auxiliary tokens (the paper's deterministic stand-in for z in T-JEPA) are inserted.
+    """
+
+    def __init__(self, n_features: int, config: TabularJEPAConfig, conditioned: bool, n_aux: int = 0) -> None:
+        super().__init__()
+        p = config.pred_dim
+        self.context_proj = nn.Linear(config.dim, p)
+        self.condition_proj = nn.Linear(config.dim, p) if conditioned else None
+        self.context_position = nn.Parameter(torch.randn(n_features, p) * 0.02)
+        self.target_position = nn.Parameter(torch.randn(n_features, p) * 0.02)
+        self.mask_token = nn.Parameter(torch.randn(p) * 0.02)
+        self.aux_tokens = nn.Parameter(torch.randn(n_aux, p) * 0.02)
+        self.transformer = transformer(p, config.pred_depth, config.pred_heads, config.pred_ff, config.pred_dropout)
+
+    def forward(
+        self,
+        context: torch.Tensor,
+        context_index: torch.Tensor,
+        target_index: torch.Tensor,
+        condition: torch.Tensor | None = None,
+    ) -> torch.Tensor:
+        """``context (B, M_ctx, dim)``, indices ``(B, M_ctx)``, ``(B, K, M_trg)`` -> ``(B, K, M_trg, pred_dim)``."""
+        b, k, m_trg = target_index.shape
+        ctx = self.context_proj(context) + self.context_position[context_index]
+        trg = self.mask_token + self.target_position[target_index]
+        if self.condition_proj is not None:
+            cond = self.condition_proj(condition)
+            ctx = ctx + cond[:, None]
+            trg = trg + cond[:, None, None]
+        ctx = ctx.unsqueeze(1).expand(-1, k, -1, -1)
+        aux = self.aux_tokens.expand(b, k, -1, -1)
+        seq = torch.cat([ctx, aux, trg], dim=2).flatten(0, 1)
+        hidden = self.transformer(seq)[:, -m_trg:]
+        return hidden.reshape(b, k, m_trg, -1)

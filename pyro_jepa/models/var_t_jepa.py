@@ -1,0 +1,187 @@
+"""Var-T-JEPA: the Var-JEPA program for tabular rows (Var-JEPA App. A, D.2).
+
+Data arguments of the Pyro program: packed rows ``w (B, D)``, context indices ``(B, M_ctx)``
+and target indices ``(B, K, M_trg)`` (see `pyro_jepa.data.masks`).
+
+Sites and shapes (batch dim B in the ``rows`` plate):
+
+============  ===================  ===============================================================
+site          value shape          model / guide
+============  ===================  ===============================================================
+``s_x``       (B, M_ctx, d)        N(0, I) / context transformer over the context tokens
+``z``         (B, d)               N(0, I) / attention pooling of s_x -> MLP
+``s_y``       (B, K, D, d)         predictor at target positions / target-posterior transformer
+                                   over [CLS, pooled s_x, z, all D feature tokens]; masked so only
+                                   the K target masks' positions enter log p and log q
+``x``         (B, D) observed      context decoder at the context features
+``y``         (B, K, D) observed   target decoder, every feature of w, once per target mask
+============  ===================  ===============================================================
+
+The target posterior's input does not depend on the mask, so its parameters are computed once
+per row and expanded over the K masks; each mask still draws its own sample (the paper's
+effective batch of B*K).
+"""
+
+from __future__ import annotations
+
+import pyro.distributions as dist
+import pyro.infer
+import torch
+from torch import nn
+
+from ..data.masks import MaskCollator
+from ..data.tabular import TabularSchema
+from ..distributions import MixedTabular
+from ..nn import AttentionPooling, GaussianHead, TabularDecoder, mlp, scatter_tokens
+from .tabular import MaskedPredictor, TabularJEPAConfig, TokenEncoder
+from .var_jepa import TERMS, VarJEPA, elbo_terms, standard_normal, weighted_loss
+
+EVAL_MASK_SEED = 20_260_320  # fixed masks for validation terms, so epochs are comparable
+EVAL_CHUNK = 1024
+
+
+class VarTJEPA(VarJEPA):
+    """Var-T-JEPA as a Pyro model/guide pair (see the module docstring)."""
+
+    name = "Var-T-JEPA"
+
+    def __init__(self, schema: TabularSchema, config: TabularJEPAConfig, seed: int = 0) -> None:
+        super().__init__()
+        d = config.dim
+        self.schema, self.config = schema, config
+        self.n_features = schema.n_features
+        self.register_buffer("cardinalities", torch.tensor(schema.cardinalities, dtype=torch.long), persistent=False)
+        # q(s_x | x)
+        self.context_encoder = TokenEncoder(schema, config)
+        self.context_head = GaussianHead(d, d)
+        # q(z | s_x)
+        self.pool = AttentionPooling(d, config.n_pool, config.heads)
+        self.aux_encoder = nn.Sequential(
+            mlp([config.n_pool * d] + [d] * config.aux_depth), nn.LayerNorm(d), nn.GELU(), GaussianHead(d, d)
+        )
+        # q(s_y | s_x, z, y)
+        self.target_encoder = TokenEncoder(schema, config)
+        self.pooled_proj = nn.Linear(d, d)
+        self.z_proj = nn.Linear(d, d)
+        self.prefix_type = nn.Parameter(torch.randn(2, d) * 0.02)
+        self.target_head = GaussianHead(d, d)
+        # p(s_y | s_x, z)
+        self.predictor = MaskedPredictor(self.n_features, config, conditioned=True)
+        self.predictor_head = GaussianHead(config.pred_dim, d)
+        # p(x | s_x), p(y | s_y) with learned global scales
+        self.context_decoder = TabularDecoder(schema, d)
+        self.target_decoder = TabularDecoder(schema, d)
+        self.log_sigma_x = nn.Parameter(torch.zeros(()))
+        self.log_sigma_y = nn.Parameter(torch.zeros(()))
+
+        self.weights = config.weights
+        self.elbo = (pyro.infer.TraceMeanField_ELBO if config.elbo == "meanfield" else pyro.infer.Trace_ELBO)(
+            max_plate_nesting=1
+        )
+        self.masks = MaskCollator(self.n_features, config.context_ratio, config.target_ratio, config.n_targets, seed)
+
+    # -- networks shared by the guide and the embedding path ----------------------------------
+    def target_params(self, rows: torch.Tensor, pooled: torch.Tensor, z: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """Loc and scale ``(B, D, d)`` of the target posterior q(s_w | s_x, z, w)."""
+        prefix = torch.cat(
+            [self.pooled_proj(pooled) + self.prefix_type[0], (self.z_proj(z) + self.prefix_type[1]).unsqueeze(1)], dim=1
+        )
+        return self.target_head(self.target_encoder(rows, prefix=prefix))
+
+    def _target_mask(self, target: torch.Tensor) -> torch.Tensor:
+        b, k, _ = target.shape
+        mask = torch.zeros(b, k, self.n_features, dtype=torch.bool, device=target.device)
+        return mask.scatter(2, target, True).unsqueeze(-1)
+
+    # -- VarJEPA hooks ----------------------------------------------------------------------
+    def term_norms(self, rows, context, target):
+        m_ctx, (k, m_trg) = context.shape[1], target.shape[1:]
+        return {"rec": 1 / m_ctx, "gen": 1 / (k * self.n_features), "kl_s_x": 1 / m_ctx, "kl_z": 1.0, "kl_s_y": 1 / (k * m_trg)}
+
+    def prior_s_x(self, rows, context, target, cache):
+        return standard_normal((rows.shape[0], context.shape[1], self.config.dim), rows)
+
+    def prior_z(self, rows, context, target, cache):
+        return standard_normal((rows.shape[0], self.config.dim), rows)
+
+    def conditional_prior(self, s_x, z, rows, context, target, cache):
+        loc, scale = self.predictor_head(self.predictor(s_x, context, target, condition=z))
+        b, k, m, d = loc.shape
+        index = target.unsqueeze(-1).expand(-1, -1, -1, d)
+        # Positions outside the target masks are masked out of the density; their values are irrelevant.
+        full_loc = loc.new_zeros(b, k, self.n_features, d).scatter(2, index, loc)
+        full_scale = scale.new_ones(b, k, self.n_features, d).scatter(2, index, scale)
+        return dist.Normal(full_loc, full_scale).mask(self._target_mask(target)).to_event(3)
+
+    def context_likelihood(self, s_x, rows, context, target, cache):
+        loc, logits = self.context_decoder(scatter_tokens(s_x, context, self.n_features))
+        observed = torch.zeros_like(rows, dtype=torch.bool).scatter(1, context, True)
+        fn = MixedTabular(loc, self.log_sigma_x.exp(), logits, self.cardinalities, feature_mask=observed)
+        return fn, rows
+
+    def target_likelihood(self, s_y, rows, context, target, cache):
+        loc, logits = self.target_decoder(s_y)
+        fn = MixedTabular(loc, self.log_sigma_y.exp(), logits, self.cardinalities).to_event(1)
+        return fn, rows.unsqueeze(1).expand(-1, target.shape[1], -1)
+
+    def context_posterior(self, rows, context, target, cache):
+        loc, scale = self.context_head(self.context_encoder(rows, index=context))
+        return dist.Normal(loc, scale).to_event(2)
+
+    def aux_posterior(self, s_x, rows, context, target, cache):
+        cache["pooled"] = self.pool(s_x)
+        loc, scale = self.aux_encoder(cache["pooled"].flatten(1))
+        return dist.Normal(loc, scale).to_event(1)
+
+    def target_posterior(self, s_x, z, rows, context, target, cache):
+        loc, scale = self.target_params(rows, cache["pooled"], z)
+        shape = (-1, target.shape[1], -1, -1)
+        return dist.Normal(loc.unsqueeze(1).expand(shape), scale.unsqueeze(1).expand(shape)).mask(
+            self._target_mask(target)
+        ).to_event(3)
+
+    # -- SSLMethod ---------------------------------------------------------------------------
+    def loss(self, rows: torch.Tensor, step: int) -> torch.Tensor:
+        masks = self.masks(rows.shape[0], rows.device)
+        return self.elbo.differentiable_loss(self.model, self.guide, rows, masks.context, masks.target, weights=self.weights.at(step))
+
+    @torch.no_grad()
+    def diagnostics(self, rows: torch.Tensor, step: int) -> dict[str, float]:
+        collator = MaskCollator(self.n_features, self.config.context_ratio, self.config.target_ratio, self.config.n_targets, EVAL_MASK_SEED)
+        weights = self.weights.at(step)
+        totals = dict.fromkeys((*TERMS, "loss"), 0.0)
+        for chunk in rows.split(EVAL_CHUNK):
+            masks = collator(chunk.shape[0], chunk.device)
+            terms = elbo_terms(self, chunk, masks.context, masks.target, analytic_kl=True)
+            terms["loss"] = weighted_loss(terms, weights)
+            for key, value in terms.items():
+                totals[key] += float(value) * chunk.shape[0] / rows.shape[0]
+        return totals
+
+    @torch.no_grad()
+    def posterior(self, rows: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """Loc and scale ``(N, D, d)`` of q(s_w | s_x, z, w) with the whole row as context and
+        posterior means for s_x and z (App. D.5)."""
+        locs, scales = [], []
+        for chunk in rows.split(EVAL_CHUNK):
+            s_x, _ = self.context_head(self.context_encoder(chunk))
+            pooled = self.pool(s_x)
+            z, _ = self.aux_encoder(pooled.flatten(1))
+            loc, scale = self.target_params(chunk, pooled, z)
+            locs.append(loc)
+            scales.append(scale)
+        return torch.cat(locs), torch.cat(scales)
+
+    @torch.no_grad()
+    def embed(self, rows: torch.Tensor) -> torch.Tensor:
+        return self.posterior(rows)[0]
+
+    @torch.no_grad()
+    def uncertainty(self, rows: torch.Tensor) -> torch.Tensor:
+        return self.posterior(rows)[1]
+
+    def get_extra_state(self) -> dict:
+        return {"masks": self.masks.state_dict()}
+
+    def set_extra_state(self, state: dict) -> None:
+        self.masks.load_state_dict(state["masks"])

@@ -1,0 +1,145 @@
+"""Steps shared by the tabular experiments: run folders, pre-training, representations, plots."""
+
+from __future__ import annotations
+
+import json
+import shutil
+from dataclasses import asdict, is_dataclass
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import torch
+
+from .data.tabular import Splits
+from .models import TJEPA, SSLMethod, TabularJEPAConfig, VarTJEPA
+from .train import FitResult, TrainConfig, fit
+from .uncertainty import row_uncertainty
+
+METHODS: dict[str, type[SSLMethod]] = {"var-t-jepa": VarTJEPA, "t-jepa": TJEPA}
+
+
+class RunFolderExistsError(FileExistsError):
+    """The run folder holds results already and neither --overwrite nor --resume was given."""
+
+
+def prepare_run_dir(path: Path, overwrite: bool = False, resume: bool = False) -> Path:
+    """Create the run folder; never clobber an existing non-empty one unless asked to."""
+    path = Path(path)
+    if path.exists() and any(path.iterdir()) and not resume:
+        if not overwrite:
+            raise RunFolderExistsError(
+                f"run folder {path} already holds results; pass --overwrite to replace it, "
+                "--resume to continue it, or --out for a new folder"
+            )
+        shutil.rmtree(path)
+    path.mkdir(parents=True, exist_ok=True)
+    return path
+
+
+def to_jsonable(obj):
+    """Dataclasses, paths, tuples and numpy scalars as plain JSON values."""
+    if is_dataclass(obj):
+        return to_jsonable(asdict(obj))
+    if isinstance(obj, dict):
+        return {str(k): to_jsonable(v) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return [to_jsonable(v) for v in obj]
+    if isinstance(obj, Path):
+        return str(obj)
+    if isinstance(obj, np.generic):
+        return obj.item()
+    return obj
+
+
+def write_json(obj, path: Path) -> None:
+    Path(path).write_text(json.dumps(to_jsonable(obj), indent=2) + "\n")
+
+
+def pretrain(
+    method_name: str,
+    splits: Splits,
+    model_config: TabularJEPAConfig,
+    train_config: TrainConfig,
+    checkpoint_dir: Path,
+    resume: bool = False,
+) -> tuple[SSLMethod, FitResult]:
+    """Build and train one method on the training split; returns it with its best weights."""
+    if method_name not in METHODS:
+        raise ValueError(f"unknown method {method_name!r}; choose from {sorted(METHODS)}")
+    torch.manual_seed(train_config.seed)  # identical initial weights for a seed
+    method = METHODS[method_name](splits.schema, model_config, seed=train_config.seed)
+    return method, fit(method, splits.train, splits.val, train_config, checkpoint_dir, resume=resume)
+
+
+@torch.no_grad()
+def representations(method: SSLMethod, splits: Splits) -> dict[str, np.ndarray]:
+    """Flattened representations ``(N, D*d)`` of each split."""
+    return {name: method.embed(getattr(splits, name).rows.to(_device(method))).flatten(1).cpu().numpy() for name in ("train", "val", "test")}
+
+
+@torch.no_grad()
+def uncertainties(method: SSLMethod, splits: Splits, how: str) -> dict[str, np.ndarray] | None:
+    """Per-row latent uncertainty of each split, or None for methods without a posterior."""
+    out = {}
+    for name in ("train", "val", "test"):
+        scale = method.uncertainty(getattr(splits, name).rows.to(_device(method)))
+        if scale is None:
+            return None
+        out[name] = row_uncertainty(scale, how).cpu().numpy()
+    return out
+
+
+def _device(method: SSLMethod) -> torch.device:
+    return next(method.parameters()).device
+
+
+def plot_training_curves(histories: dict[str, list[dict]], path: Path) -> None:
+    """Training and validation loss per method, plus every validation ELBO term where logged."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, axes = plt.subplots(1, 3, figsize=(15, 4))
+    for name, history in histories.items():
+        frame = pd.DataFrame(history)
+        axes[0].plot(frame["epoch"], frame["train_loss"], label=f"{name} train")
+        axes[0].plot(frame["epoch"], frame["val_loss"], "--", label=f"{name} val")
+        if "val_probe_accuracy" in frame:
+            axes[2].plot(frame["epoch"], frame["val_probe_accuracy"], marker="o", label=name)
+        for term in ("rec", "gen", "kl_s_x", "kl_z", "kl_s_y"):
+            if f"val_{term}" in frame:
+                axes[1].plot(frame["epoch"], frame[f"val_{term}"], label=f"{name} {term}")
+    axes[0].set(title="objective (each method's own loss)", xlabel="epoch", yscale="symlog")
+    axes[1].set(title="validation ELBO terms (unweighted)", xlabel="epoch", yscale="symlog")
+    axes[2].set(title="validation probe accuracy", xlabel="epoch")
+    for ax in axes:
+        ax.legend(fontsize=7)
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+
+
+def plot_uncertainty(uncertainty: np.ndarray, labels: np.ndarray, classes: tuple[str, ...], ambiguity: np.ndarray | None, path: Path) -> None:
+    """Histogram of row uncertainty per class, and against ground-truth ambiguity when it is known."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    panels = 2 if ambiguity is not None else 1
+    fig, axes = plt.subplots(1, panels, figsize=(5.5 * panels, 4), squeeze=False)
+    ax = axes[0, 0]
+    bins = np.linspace(uncertainty.min(), uncertainty.max(), 40)
+    for class_id, name in enumerate(classes):
+        ax.hist(uncertainty[labels == class_id], bins=bins, alpha=0.5, density=True, label=str(name))
+    ax.set(title="test rows: latent uncertainty by class", xlabel="row uncertainty", ylabel="density")
+    ax.legend(fontsize=7)
+    if ambiguity is not None:
+        ax = axes[0, 1]
+        ax.scatter(ambiguity, uncertainty, s=3, alpha=0.4)
+        ax.set(title="latent uncertainty vs true ambiguity u", xlabel="u (ground truth)", ylabel="row uncertainty")
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)

@@ -1,0 +1,238 @@
+"""One training engine for every method in the library.
+
+`fit` trains any `pyro_jepa.models.SSLMethod` (Pyro ELBOs and plain-torch baselines alike) with
+AdamW, linear warm-up + cosine learning-rate decay, gradient-norm clipping, per-epoch validation
+of every loss term, a checkpoint per epoch (``last.pt``, written atomically) with resume, and
+selection of the best epoch on the validation split (``best.pt``). Per-term KL annealing lives in
+the methods' `LossWeights`, driven by the optimizer step the engine passes to ``loss``.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+import pandas as pd
+import pyro
+import torch
+from tqdm.auto import tqdm
+
+from .data.tabular import TabularData
+from .evaluate.diagnostics import linear_probe_accuracy
+from .models.base import SSLMethod
+
+CHECKPOINT_FORMAT = "pyro_jepa-checkpoint-v1"
+
+
+@dataclass
+class TrainConfig:
+    """Optimization settings shared by every method.
+
+    ``select``: "probe" keeps the epoch with the best validation accuracy of a ridge probe on the
+    embeddings (the paper's label-based selection, on the validation split only); "loss" keeps
+    the epoch with the lowest validation loss (label-free).
+    """
+
+    epochs: int = 30
+    batch_size: int = 512
+    lr: float = 1e-3
+    weight_decay: float = 1e-4
+    warmup_epochs: int = 3
+    min_lr_ratio: float = 0.01
+    grad_clip: float = 1.0
+    select: str = "probe"
+    probe_every: int = 1
+    probe_rows: int = 5000
+    seed: int = 0
+    device: str = "auto"
+    progress: bool = True
+
+    def __post_init__(self) -> None:
+        if self.select not in ("probe", "loss"):
+            raise ValueError(f"select must be 'probe' or 'loss', got {self.select!r}")
+        if self.epochs < 1 or self.batch_size < 2:
+            raise ValueError("epochs must be >= 1 and batch_size >= 2")
+
+
+@dataclass
+class FitResult:
+    """What `fit` returns: the per-epoch log and where the best epoch's weights are."""
+
+    history: list[dict] = field(default_factory=list)
+    best_epoch: int = 0
+    best_score: float = -math.inf
+    checkpoint_dir: Path | None = None
+    seconds: float = 0.0
+
+
+class CheckpointError(RuntimeError):
+    """A checkpoint file that cannot be read as a pyro_jepa checkpoint."""
+
+
+def resolve_device(name: str = "auto") -> torch.device:
+    """``"auto"`` picks CUDA when present, else CPU."""
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    return torch.device(name)
+
+
+def seed_everything(seed: int) -> None:
+    """Seed Python, NumPy and torch (CPU and CUDA) through Pyro's helper."""
+    pyro.set_rng_seed(seed)
+
+
+def learning_rate(step: int, total_steps: int, warmup_steps: int, base_lr: float, min_ratio: float) -> float:
+    """Linear warm-up to ``base_lr``, then cosine decay to ``min_ratio * base_lr``."""
+    if step < warmup_steps:
+        return base_lr * (step + 1) / warmup_steps
+    progress = (step - warmup_steps) / max(total_steps - warmup_steps, 1)
+    return base_lr * (min_ratio + (1 - min_ratio) * 0.5 * (1 + math.cos(math.pi * min(progress, 1.0))))
+
+
+def save_checkpoint(state: dict, path: Path) -> None:
+    """Write atomically: a crash mid-write leaves the previous file intact."""
+    tmp = path.with_name(path.name + ".tmp")
+    torch.save(state, tmp)
+    os.replace(tmp, path)
+
+
+def load_checkpoint(path: Path, map_location: str | torch.device = "cpu") -> dict:
+    """Load a checkpoint without executing code (``weights_only=True``), with a clear error."""
+    path = Path(path)
+    if not path.is_file():
+        raise CheckpointError(f"checkpoint {path} does not exist")
+    try:
+        state = torch.load(path, map_location=map_location, weights_only=True)
+    except Exception as err:  # torch raises several types for truncated or foreign files
+        raise CheckpointError(f"{path} is not a readable pyro_jepa checkpoint ({type(err).__name__}: {err})") from err
+    if not isinstance(state, dict) or state.get("format") != CHECKPOINT_FORMAT:
+        raise CheckpointError(f"{path} is not a pyro_jepa checkpoint (missing format tag {CHECKPOINT_FORMAT!r})")
+    return state
+
+
+def _optimizer(method: SSLMethod, config: TrainConfig) -> torch.optim.AdamW:
+    params = [p for p in method.parameters() if p.requires_grad]
+    # No weight decay on biases, norms, embeddings' 1-D vectors and scalar scales.
+    groups = [
+        {"params": [p for p in params if p.ndim >= 2], "weight_decay": config.weight_decay},
+        {"params": [p for p in params if p.ndim < 2], "weight_decay": 0.0},
+    ]
+    return torch.optim.AdamW(groups, lr=config.lr)
+
+
+def _probe_score(method: SSLMethod, train: TabularData, val: TabularData, rows: int) -> float:
+    keep = torch.arange(min(rows, len(train)), device=train.rows.device)
+    x_train = method.embed(train.rows[keep]).flatten(1).cpu().numpy()
+    x_val = method.embed(val.rows).flatten(1).cpu().numpy()
+    return linear_probe_accuracy(x_train, train.y[keep].cpu().numpy(), x_val, val.y.cpu().numpy())
+
+
+def fit(
+    method: SSLMethod,
+    train: TabularData,
+    val: TabularData,
+    config: TrainConfig,
+    out_dir: Path,
+    resume: bool = False,
+) -> FitResult:
+    """Train ``method`` on ``train`` (the only split it sees for gradients) and select on ``val``.
+
+    Writes ``out_dir/last.pt`` every epoch, ``out_dir/best.pt`` when the validation score
+    improves and ``out_dir/history.csv`` (every loss term per epoch). With ``resume=True`` and
+    an existing ``last.pt`` the run continues where it stopped. On return the method holds the
+    best epoch's weights.
+    """
+    out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    device = resolve_device(config.device)
+    method.to(device)
+    train, val = train.to(device), val.to(device)
+    optimizer = _optimizer(method, config)
+    n_batches = max(len(train) // config.batch_size, 1)
+    total_steps = n_batches * config.epochs
+    warmup_steps = n_batches * config.warmup_epochs
+    shuffle = torch.Generator().manual_seed(config.seed + 1)
+    result = FitResult(checkpoint_dir=out_dir)
+    start_epoch, step = 0, 0
+
+    last_path, best_path = out_dir / "last.pt", out_dir / "best.pt"
+    if resume and last_path.exists():
+        state = load_checkpoint(last_path, device)
+        method.load_state_dict(state["method"])
+        optimizer.load_state_dict(state["optimizer"])
+        torch.set_rng_state(state["rng"])
+        shuffle.set_state(state["shuffle_rng"])
+        start_epoch, step = state["epoch"], state["step"]
+        result.history, result.best_epoch, result.best_score = state["history"], state["best_epoch"], state["best_score"]
+    else:
+        seed_everything(config.seed)
+
+    started = time.perf_counter()
+    bar = tqdm(total=config.epochs, initial=start_epoch, desc=method.name, disable=not config.progress or None)
+    with pyro.validation_enabled(False):
+        for epoch in range(start_epoch, config.epochs):
+            method.train()
+            epoch_started, losses = time.perf_counter(), []
+            order = torch.randperm(len(train), generator=shuffle).to(device)
+            for batch in order[: n_batches * config.batch_size].view(n_batches, -1) if len(train) >= config.batch_size else [order]:
+                lr = learning_rate(step, total_steps, warmup_steps, config.lr, config.min_lr_ratio)
+                for group in optimizer.param_groups:
+                    group["lr"] = lr
+                loss = method.loss(train.rows[batch], step)
+                if not torch.isfinite(loss):
+                    raise FloatingPointError(
+                        f"{method.name}: non-finite training loss at epoch {epoch + 1}, step {step}; "
+                        f"the last good checkpoint is {last_path}"
+                    )
+                optimizer.zero_grad(set_to_none=True)
+                loss.backward()
+                torch.nn.utils.clip_grad_norm_(method.parameters(), config.grad_clip)
+                optimizer.step()
+                step += 1
+                method.on_step_end(step, total_steps)
+                losses.append(loss.detach())
+
+            method.eval()
+            row = {"epoch": epoch + 1, "step": step, "lr": lr, "train_loss": float(torch.stack(losses).mean())}
+            row.update({f"val_{k}": v for k, v in method.diagnostics(val.rows, step).items()})
+            if hasattr(method, "weights"):
+                row.update({f"alpha_{k}": v for k, v in method.weights.at(step).items()})
+            probe_now = config.select == "probe" and ((epoch + 1) % config.probe_every == 0 or epoch + 1 == config.epochs)
+            if probe_now:
+                row["val_probe_accuracy"] = _probe_score(method, train, val, config.probe_rows)
+                score = row["val_probe_accuracy"]
+            else:
+                score = -row["val_loss"] if config.select == "loss" else -math.inf
+            row["seconds"] = time.perf_counter() - epoch_started
+            result.history.append(row)
+            if score > result.best_score:
+                result.best_epoch, result.best_score = epoch + 1, score
+                save_checkpoint({"format": CHECKPOINT_FORMAT, "method": method.state_dict(), "epoch": epoch + 1, "score": score}, best_path)
+            save_checkpoint(
+                {
+                    "format": CHECKPOINT_FORMAT,
+                    "method": method.state_dict(),
+                    "optimizer": optimizer.state_dict(),
+                    "epoch": epoch + 1,
+                    "step": step,
+                    "history": result.history,
+                    "best_epoch": result.best_epoch,
+                    "best_score": result.best_score,
+                    "rng": torch.get_rng_state(),
+                    "shuffle_rng": shuffle.get_state(),
+                    "config": asdict(config),
+                },
+                last_path,
+            )
+            pd.DataFrame(result.history).to_csv(out_dir / "history.csv", index=False)
+            bar.set_postfix(loss=f"{row['train_loss']:.4g}", val=f"{row['val_loss']:.4g}")
+            bar.update(1)
+    bar.close()
+
+    method.load_state_dict(load_checkpoint(best_path, device)["method"])
+    method.eval()
+    result.seconds = time.perf_counter() - started
+    return result

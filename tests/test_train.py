@@ -1,0 +1,128 @@
+"""The training engine: schedules, checkpoints, resume, selection on the validation split."""
+
+import math
+import pickle
+
+import pandas as pd
+import pytest
+import torch
+
+from pyro_jepa.models import TJEPA, TabularJEPAConfig, VarTJEPA
+from pyro_jepa.train import CheckpointError, TrainConfig, fit, learning_rate, load_checkpoint, save_checkpoint
+from tests.conftest import make_table
+
+SMALL = TabularJEPAConfig(dim=8, depth=1, heads=2, ff=16, dropout=0.0, n_pool=2, pred_dim=8, pred_depth=1, pred_heads=2, pred_ff=16, pred_dropout=0.0)
+FAST = TrainConfig(epochs=4, batch_size=32, warmup_epochs=1, progress=False, seed=3)
+
+
+@pytest.fixture
+def splits(schema):
+    return make_table(schema, 128, seed=1), make_table(schema, 64, seed=2)
+
+
+def test_learning_rate_warms_up_then_decays_by_cosine():
+    lrs = [learning_rate(s, 100, 10, 1.0, 0.1) for s in range(100)]
+    assert lrs[0] == pytest.approx(0.1) and lrs[9] == pytest.approx(1.0)
+    assert all(a <= b for a, b in zip(lrs[:10], lrs[1:10]))
+    assert all(a >= b for a, b in zip(lrs[10:], lrs[11:]))
+    assert lrs[55] == pytest.approx(0.1 + 0.9 * 0.5 * (1 + math.cos(math.pi * 0.5)))
+    assert learning_rate(100, 100, 10, 1.0, 0.1) == pytest.approx(0.1)
+
+
+@pytest.mark.parametrize("cls", [VarTJEPA, TJEPA])
+def test_fit_logs_every_term_and_keeps_the_best_validation_epoch(cls, schema, splits, tmp_path):
+    torch.manual_seed(0)
+    method = cls(schema, SMALL)
+    result = fit(method, *splits, FAST, tmp_path)
+    history = pd.read_csv(tmp_path / "history.csv")
+    assert list(history["epoch"]) == [1, 2, 3, 4]
+    expected = {"train_loss", "val_loss", "val_probe_accuracy", "lr"}
+    if cls is VarTJEPA:
+        expected |= {"val_rec", "val_gen", "val_kl_s_x", "val_kl_z", "val_kl_s_y", "alpha_kl_s_y"}
+    assert expected <= set(history.columns)
+    assert history[list(expected)].notna().all().all()
+    best = int(history["val_probe_accuracy"].idxmax()) + 1  # first epoch reaching the maximum
+    assert result.best_epoch == best
+    assert load_checkpoint(tmp_path / "best.pt")["epoch"] == best
+    best_state = load_checkpoint(tmp_path / "best.pt")["method"]
+    for key, value in method.state_dict().items():
+        if isinstance(value, torch.Tensor):
+            torch.testing.assert_close(value, best_state[key])
+
+
+def test_t_jepa_target_encoder_follows_ema(schema, splits, tmp_path):
+    torch.manual_seed(0)
+    method = TJEPA(schema, SMALL)
+    before = [p.clone() for p in method.target_encoder.parameters()]
+    fit(method, *splits, TrainConfig(epochs=1, batch_size=32, progress=False), tmp_path)
+    after = list(method.target_encoder.parameters())
+    assert all(not p.requires_grad for p in after)
+    assert any(not torch.equal(a, b) for a, b in zip(before, after)), "EMA never moved the target encoder"
+    online = list(method.context_encoder.parameters())
+    assert any(not torch.equal(a, b) for a, b in zip(after, online)), "target encoder is a copy, not an average"
+
+
+class Interrupted(Exception):
+    pass
+
+
+def test_resume_after_interruption_matches_an_uninterrupted_run(schema, splits, tmp_path):
+    torch.manual_seed(0)
+    straight = VarTJEPA(schema, SMALL)
+    full = fit(straight, *splits, FAST, tmp_path / "straight")
+
+    torch.manual_seed(0)
+    victim = VarTJEPA(schema, SMALL)
+    calls = {"n": 0}
+    real = victim.diagnostics
+
+    def dies_in_third_validation(rows, step):
+        calls["n"] += 1
+        if calls["n"] == 3:
+            raise Interrupted
+        return real(rows, step)
+
+    victim.diagnostics = dies_in_third_validation
+    with pytest.raises(Interrupted):
+        fit(victim, *splits, FAST, tmp_path / "resumed")
+    assert load_checkpoint(tmp_path / "resumed" / "last.pt")["epoch"] == 2
+
+    torch.manual_seed(123)  # a fresh process: different initial weights and RNG
+    resumed_method = VarTJEPA(schema, SMALL)
+    resumed = fit(resumed_method, *splits, FAST, tmp_path / "resumed", resume=True)
+    assert [h["epoch"] for h in resumed.history] == [1, 2, 3, 4]
+    for a, b in zip(full.history, resumed.history):
+        for key in ("train_loss", "val_loss", "val_kl_s_y", "val_probe_accuracy"):
+            assert a[key] == pytest.approx(b[key], rel=1e-6), key
+    for (name, a), b in zip(straight.state_dict().items(), resumed_method.state_dict().values()):
+        if isinstance(a, torch.Tensor):
+            torch.testing.assert_close(a, b, msg=name)
+
+
+def test_checkpoints_load_safely_with_clear_errors(tmp_path):
+    with pytest.raises(CheckpointError, match="does not exist"):
+        load_checkpoint(tmp_path / "missing.pt")
+    corrupt = tmp_path / "corrupt.pt"
+    corrupt.write_bytes(b"not a checkpoint")
+    with pytest.raises(CheckpointError, match="not a readable pyro_jepa checkpoint"):
+        load_checkpoint(corrupt)
+    foreign = tmp_path / "foreign.pt"
+    torch.save({"weights": torch.zeros(2)}, foreign)
+    with pytest.raises(CheckpointError, match="format tag"):
+        load_checkpoint(foreign)
+
+    class Payload:
+        def __reduce__(self):
+            return (print, ("code ran",))
+
+    evil = tmp_path / "evil.pt"
+    evil.write_bytes(pickle.dumps({"format": "pyro_jepa-checkpoint-v1", "x": Payload()}))
+    with pytest.raises(CheckpointError):
+        load_checkpoint(evil)
+
+
+def test_checkpoint_writes_are_atomic(tmp_path):
+    path = tmp_path / "last.pt"
+    save_checkpoint({"format": "pyro_jepa-checkpoint-v1", "epoch": 1}, path)
+    assert load_checkpoint(path)["epoch"] == 1
+    assert not (tmp_path / "last.pt.tmp").exists()

@@ -1,0 +1,253 @@
+"""The Var-JEPA programs: trace structure, dependencies, the loss against a hand-written oracle."""
+
+import math
+
+import pyro
+import pytest
+import torch
+from pyro import poutine
+from pyro.poutine.util import site_is_subsample
+
+from pyro_jepa.models import LossWeights, MLPVarJEPA, TabularJEPAConfig, VarTJEPA
+from pyro_jepa.models.var_jepa import TERMS, elbo_terms, weighted_loss
+from pyro_jepa.nn import scatter_tokens
+
+SMALL = TabularJEPAConfig(dim=8, depth=1, heads=2, ff=16, dropout=0.0, n_pool=2, pred_dim=8, pred_depth=1, pred_heads=2, pred_ff=16, pred_dropout=0.0)
+PAPER_LIKE = LossWeights(rec=0.1, gen=1.0, kl_s_x=1e-2, kl_z=1e-3, kl_s_y=0.5, anneal_s_x=10, anneal_z=10, anneal_s_y=10)
+
+
+@pytest.fixture
+def model(schema):
+    torch.manual_seed(0)
+    return VarTJEPA(schema, SMALL).eval()
+
+
+@pytest.fixture
+def data(model, table):
+    masks = model.masks(len(table), "cpu")
+    return table.rows, masks.context, masks.target
+
+
+def traces(model, data, weights=None):
+    weights = weights or {t: 1.0 for t in TERMS}
+    guide = poutine.trace(model.guide).get_trace(*data, weights=weights)
+    prior = poutine.trace(poutine.replay(model.model, trace=guide)).get_trace(*data, weights=weights)
+    return prior, guide
+
+
+def test_sites_and_shapes(model, data):
+    rows, context, target = data
+    b, d, k = rows.shape[0], SMALL.dim, target.shape[1]
+    prior, guide = traces(model, data)
+    expected = {"s_x": (b, context.shape[1], d), "z": (b, d), "s_y": (b, k, rows.shape[1], d)}
+    for name, shape in expected.items():
+        assert not prior.nodes[name]["is_observed"]
+        assert guide.nodes[name]["value"].shape == shape
+        assert prior.nodes[name]["fn"].batch_shape == (b,)
+    assert prior.nodes["x"]["is_observed"] and prior.nodes["y"]["is_observed"]
+    assert prior.nodes["x"]["value"].shape == (b, rows.shape[1])
+    assert prior.nodes["y"]["value"].shape == (b, k, rows.shape[1])
+    latent = {n for n in guide.stochastic_nodes if not site_is_subsample(guide.nodes[n])}
+    assert latent == {"s_x", "z", "s_y"}
+
+
+def _non_context_change(rows, context):
+    """Rows whose non-context features (the targets) are altered, context features kept."""
+    changed = rows.clone()
+    keep = torch.zeros_like(rows, dtype=torch.bool).scatter(1, context, True)
+    n_num = 5
+    changed[:, :n_num] = torch.where(keep[:, :n_num], rows[:, :n_num], rows[:, :n_num] + 3.0)
+    return changed
+
+
+def _s_y_log_prob(program, model, latents, data, value):
+    conditioned = poutine.condition(getattr(model, program), data=latents)
+    trace = poutine.trace(conditioned).get_trace(*data, weights={t: 1.0 for t in TERMS})
+    return trace.nodes["s_y"]["fn"].log_prob(value)
+
+
+def test_model_s_y_depends_on_s_x_and_z_not_on_y(model, data):
+    rows, context, target = data
+    prior, guide = traces(model, data)
+    latents = {"s_x": guide.nodes["s_x"]["value"], "z": guide.nodes["z"]["value"]}
+    value = guide.nodes["s_y"]["value"]
+    base = _s_y_log_prob("model", model, latents, data, value)
+    other_y = _s_y_log_prob("model", model, latents, (_non_context_change(rows, context), context, target), value)
+    torch.testing.assert_close(base, other_y)
+    other_z = _s_y_log_prob("model", model, {**latents, "z": latents["z"] + 1.0}, data, value)
+    other_s_x = _s_y_log_prob("model", model, {**latents, "s_x": latents["s_x"] + 1.0}, data, value)
+    assert not torch.allclose(base, other_z)
+    assert not torch.allclose(base, other_s_x)
+
+
+def test_guide_s_y_depends_on_y(model, data):
+    rows, context, target = data
+    _, guide = traces(model, data)
+    latents = {"s_x": guide.nodes["s_x"]["value"], "z": guide.nodes["z"]["value"]}
+    value = guide.nodes["s_y"]["value"]
+    base = _s_y_log_prob("guide", model, latents, data, value)
+    other_y = _s_y_log_prob("guide", model, latents, (_non_context_change(rows, context), context, target), value)
+    assert not torch.allclose(base, other_y)
+
+
+def test_model_and_guide_scale_each_latent_identically(model, data):
+    weights = PAPER_LIKE.at(4)
+    prior, guide = traces(model, data, weights)
+    for name in ("s_x", "z", "s_y"):
+        assert prior.nodes[name]["scale"] == pytest.approx(guide.nodes[name]["scale"])
+    rows, context, target = data
+    assert guide.nodes["s_x"]["scale"] == pytest.approx(weights["kl_s_x"] / (context.shape[1] * len(rows)))
+
+
+def test_kl_weights_follow_linear_warm_up():
+    w = LossWeights(rec=0.1, gen=1.0, kl_s_x=1e-4, kl_z=1e-6, kl_s_y=1e-5, anneal_s_x=10, anneal_z=20, anneal_s_y=0)
+    assert w.at(0) == {"rec": 0.1, "gen": 1.0, "kl_s_x": 0.0, "kl_z": 0.0, "kl_s_y": 1e-5}
+    assert w.at(5)["kl_s_x"] == pytest.approx(5e-5)
+    assert w.at(5)["kl_z"] == pytest.approx(2.5e-7)
+    assert w.at(10)["kl_s_x"] == pytest.approx(1e-4)
+    assert w.at(1000)["kl_z"] == pytest.approx(1e-6)
+
+
+# -- the hand-written oracle: Var-JEPA Eq. 10 with the normalizers of App. A.3.1 ------------------
+def normal_log_density(x, loc, scale):
+    return -0.5 * ((x - loc) / scale) ** 2 - torch.log(scale) - 0.5 * math.log(2 * math.pi)
+
+
+def gaussian_kl(loc_q, scale_q, loc_p, scale_p):
+    var_q, var_p = scale_q**2, scale_p**2
+    return 0.5 * (var_q / var_p + (loc_p - loc_q) ** 2 / var_p + torch.log(var_p / var_q) - 1)
+
+
+def tabular_log_lik(decoder, sigma, latents, rows, n_num=5):
+    loc, logits = decoder(latents)
+    lp_num = normal_log_density(rows[..., :n_num], loc, sigma)
+    codes = rows[..., n_num:].long()
+    lp_cat = torch.log_softmax(logits, -1).gather(-1, codes.unsqueeze(-1)).squeeze(-1)
+    return torch.cat([lp_num, lp_cat], -1)
+
+
+def hand_terms(model, data, s_x, z, s_y, analytic):
+    """The five terms of Eq. 10, batch-averaged, from the networks and the given samples."""
+    rows, context, target = data
+    b, d_feat = rows.shape
+    k, m_trg = target.shape[1:]
+    m_ctx = context.shape[1]
+    loc_x, scale_x = model.context_head(model.context_encoder(rows, index=context))
+    pooled = model.pool(s_x)
+    loc_z, scale_z = model.aux_encoder(pooled.flatten(1))
+    loc_w, scale_w = model.target_params(rows, pooled, z)
+    loc_p, scale_p = model.predictor_head(model.predictor(s_x, context, target, condition=z))
+    idx = target.unsqueeze(-1).expand(-1, -1, -1, loc_w.shape[-1])
+    loc_q = torch.gather(loc_w.unsqueeze(1).expand(-1, k, -1, -1), 2, idx)
+    scale_q = torch.gather(scale_w.unsqueeze(1).expand(-1, k, -1, -1), 2, idx)
+    s_y_trg = torch.gather(s_y, 2, idx)
+    zero, one = torch.zeros(()), torch.ones(())
+    if analytic:
+        kl_sx = gaussian_kl(loc_x, scale_x, zero, one)
+        kl_z = gaussian_kl(loc_z, scale_z, zero, one)
+        kl_sy = gaussian_kl(loc_q, scale_q, loc_p, scale_p)
+    else:
+        kl_sx = normal_log_density(s_x, loc_x, scale_x) - normal_log_density(s_x, zero, one)
+        kl_z = normal_log_density(z, loc_z, scale_z) - normal_log_density(z, zero, one)
+        kl_sy = normal_log_density(s_y_trg, loc_q, scale_q) - normal_log_density(s_y_trg, loc_p, scale_p)
+    ctx_mask = torch.zeros_like(rows).scatter(1, context, 1.0)
+    rec = tabular_log_lik(model.context_decoder, model.log_sigma_x.exp(), scatter_tokens(s_x, context, d_feat), rows)
+    gen = tabular_log_lik(model.target_decoder, model.log_sigma_y.exp(), s_y, rows.unsqueeze(1).expand(-1, k, -1))
+    return {
+        "rec": -(rec * ctx_mask).sum() / (m_ctx * b),
+        "gen": -gen.sum() / (k * d_feat * b),
+        "kl_s_x": kl_sx.sum() / (m_ctx * b),
+        "kl_z": kl_z.sum() / b,
+        "kl_s_y": kl_sy.sum() / (k * m_trg * b),
+    }
+
+
+@pytest.mark.parametrize("elbo_name,analytic", [("Trace_ELBO", False), ("TraceMeanField_ELBO", True)])
+@pytest.mark.parametrize("step", [0, 4, 50])
+def test_pyro_loss_equals_hand_written_five_term_loss(model, data, elbo_name, analytic, step):
+    weights = PAPER_LIKE.at(step)
+    pyro.set_rng_seed(123)
+    guide = poutine.trace(model.guide).get_trace(*data, weights=weights)
+    samples = [guide.nodes[n]["value"] for n in ("s_x", "z", "s_y")]
+    expected = weighted_loss(hand_terms(model, data, *samples, analytic), weights)
+    pyro.set_rng_seed(123)
+    loss = getattr(pyro.infer, elbo_name)(max_plate_nesting=1).differentiable_loss(model.model, model.guide, *data, weights=weights)
+    torch.testing.assert_close(loss, expected, rtol=1e-5, atol=1e-5)
+
+
+def test_elbo_terms_match_hand_written_terms(model, data):
+    pyro.set_rng_seed(7)
+    terms = elbo_terms(model, *data, analytic_kl=True)
+    pyro.set_rng_seed(7)
+    guide = poutine.trace(model.guide).get_trace(*data)
+    expected = hand_terms(model, data, *(guide.nodes[n]["value"] for n in ("s_x", "z", "s_y")), analytic=True)
+    for term in TERMS:
+        torch.testing.assert_close(terms[term], expected[term], rtol=1e-5, atol=1e-5)
+
+
+@pytest.mark.slow
+def test_trace_elbo_is_unbiased_for_the_analytic_kl(model, data):
+    """Averaged over many particles, Trace_ELBO's Monte Carlo loss approaches TraceMeanField's."""
+    weights = {t: 1.0 for t in TERMS}
+    data = tuple(t[:16] for t in data)
+    mc = pyro.infer.Trace_ELBO(num_particles=400, vectorize_particles=False, max_plate_nesting=1)
+    mf = pyro.infer.TraceMeanField_ELBO(num_particles=400, vectorize_particles=False, max_plate_nesting=1)
+    with torch.no_grad():
+        a = mc.differentiable_loss(model.model, model.guide, *data, weights=weights)
+        b = mf.differentiable_loss(model.model, model.guide, *data, weights=weights)
+    assert float(a) == pytest.approx(float(b), rel=0.02)
+
+
+def test_zero_weight_removes_a_term(model, data):
+    """A zero weight (warm-up at step 0) must drop the term, not break Pyro's positive scale."""
+    weights = {**{t: 1.0 for t in TERMS}, "kl_s_x": 0.0}
+    pyro.set_rng_seed(3)
+    loss = pyro.infer.TraceMeanField_ELBO(max_plate_nesting=1).differentiable_loss(model.model, model.guide, *data, weights=weights)
+    pyro.set_rng_seed(3)
+    terms = elbo_terms(model, *data)
+    torch.testing.assert_close(loss, weighted_loss(terms, weights), rtol=1e-5, atol=1e-5)
+
+
+def test_training_steps_lower_the_loss(schema):
+    from tests.conftest import make_table
+
+    torch.manual_seed(0)
+    model = VarTJEPA(schema, SMALL)
+    train, val = make_table(schema, 256, seed=1), make_table(schema, 128, seed=2)
+    before = model.eval().diagnostics(val.rows, step=0)["loss"]
+    optimizer = torch.optim.Adam(model.parameters(), lr=3e-3)
+    model.train()
+    with pyro.validation_enabled(False):
+        for step in range(60):
+            batch = train.rows[torch.randint(0, len(train), (64,))]
+            loss = model.loss(batch, step)
+            optimizer.zero_grad()
+            loss.backward()
+            optimizer.step()
+    after = model.eval().diagnostics(val.rows, step=0)["loss"]
+    assert after < 0.7 * before
+
+
+def test_mlp_instance_loss_matches_closed_form_and_learns():
+    torch.manual_seed(0)
+    x = torch.randn(128, 6)
+    y = x[:, :4] * 2.0 + 0.1 * torch.randn(128, 4)
+    model = MLPVarJEPA(6, 4, latent_dim=4, aux_dim=2, hidden=32)
+    weights = {t: 1.0 for t in TERMS}
+    pyro.set_rng_seed(5)
+    terms = elbo_terms(model, x, y)
+    pyro.set_rng_seed(5)
+    loss = pyro.infer.TraceMeanField_ELBO().differentiable_loss(model.model, model.guide, x, y, weights=weights)
+    torch.testing.assert_close(loss, weighted_loss(terms, weights), rtol=1e-5, atol=1e-5)
+    # KL(s_x) by hand from the encoder's outputs.
+    loc, scale = model.context_encoder(x)
+    torch.testing.assert_close(terms["kl_s_x"], gaussian_kl(loc, scale, torch.zeros(()), torch.ones(())).sum() / 128)
+    optimizer = torch.optim.Adam(model.parameters(), lr=1e-2)
+    elbo = pyro.infer.Trace_ELBO()
+    first = float(elbo.differentiable_loss(model.model, model.guide, x, y, weights=weights).detach())
+    for _ in range(150):
+        loss = elbo.differentiable_loss(model.model, model.guide, x, y, weights=weights)
+        optimizer.zero_grad()
+        loss.backward()
+        optimizer.step()
+    assert float(loss.detach()) < first - 2.0
