@@ -24,6 +24,7 @@ import pandas as pd
 import torch
 from scipy.stats import spearmanr
 
+from pyro_jepa import distributed
 from pyro_jepa.data import DATASETS, load_dataset
 from pyro_jepa.models import TERMS
 from pyro_jepa.evaluate import DownstreamConfig, collapse_report, evaluate_embeddings
@@ -39,7 +40,7 @@ from pyro_jepa.pipeline import (
     write_json,
 )
 from pyro_jepa.presets import PRESETS, make_preset
-from pyro_jepa.train import resolve_device
+from pyro_jepa.train import CheckpointError, resolve_device
 from pyro_jepa.uncertainty import plot_forest, sample_latents, summarize, to_inference_data
 
 METHOD_LABELS = {"var-t-jepa": "Var-T-JEPA", "t-jepa": "T-JEPA"}
@@ -85,6 +86,19 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         p.error("--data needs --label (the name of the label column)")
     if args.resume and args.out is None:
         p.error("--resume needs --out (the run folder to continue)")
+    if args.resume and args.overwrite:
+        p.error("--resume and --overwrite exclude each other (continue the run folder, or replace it)")
+    if args.data is not None and not args.data.is_file():
+        p.error(f"--data {args.data}: no such file")
+    if args.data is None and args.dataset != "sim" and args.dataset not in DATASETS:
+        p.error(f"--dataset {args.dataset!r} is unknown; choose sim or one of {sorted(DATASETS)}, or pass --data FILE")
+    for flag, least in (("max_rows", 1), ("epochs", 1), ("batch_size", 2), ("downstream_epochs", 1),
+                        ("posterior_samples", 1), ("posterior_rows", 1)):
+        value = getattr(args, flag)
+        if value is not None and value < least:
+            p.error(f"--{flag.replace('_', '-')} must be at least {least}, got {value}")
+    if args.lr is not None and not args.lr > 0:  # also rejects nan
+        p.error(f"--lr must be a positive number, got {args.lr}")
     args.methods = [m.strip() for m in args.methods.split(",") if m.strip()]
     unknown = [m for m in args.methods if m not in METHODS]
     if unknown:
@@ -123,25 +137,45 @@ def markdown_table(results: pd.DataFrame) -> str:
 
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
+    # Under torchrun every rank runs this script; pre-training is data-parallel, the rest is rank 0's.
+    rank = distributed.init_from_env(args.device)
+    try:
+        return run(args, argv, rank)
+    finally:
+        distributed.shutdown()
+
+
+def run(args: argparse.Namespace, argv: list[str] | None, rank: distributed.DistInfo) -> int:
     started = time.perf_counter()
     dataset = args.data.stem if args.data is not None else args.dataset
     out = args.out or Path("runs") / f"{dataset}-{datetime.now():%Y%m%d-%H%M%S}"
+    error = None
+    if rank.is_main:
+        try:
+            out = prepare_run_dir(out, overwrite=args.overwrite, resume=args.resume)
+        except RunFolderExistsError as err:
+            error = str(err)
+    if rank.enabled:  # one folder name (its timestamp is rank 0's) and one verdict for all ranks
+        out, error = distributed.broadcast_object((out, error))
+    if error is not None:
+        if rank.is_main:
+            print(f"error: {error}", file=sys.stderr)
+        return 2
+    device = distributed.local_device(resolve_device(args.device), rank)
+
     try:
-        out = prepare_run_dir(out, overwrite=args.overwrite, resume=args.resume)
-    except RunFolderExistsError as err:
+        splits = load_dataset(
+            str(args.data) if args.data is not None else args.dataset,
+            label=args.label,
+            data_dir=args.data_dir,
+            seed=args.seed,
+            numerical=split_list(args.numerical),
+            categorical=split_list(args.categorical),
+            max_rows=args.max_rows,
+        )
+    except (ValueError, FileNotFoundError) as err:  # bad input: the message says what to do, no traceback
         print(f"error: {err}", file=sys.stderr)
         return 2
-    device = resolve_device(args.device)
-
-    splits = load_dataset(
-        str(args.data) if args.data is not None else args.dataset,
-        label=args.label,
-        data_dir=args.data_dir,
-        seed=args.seed,
-        numerical=split_list(args.numerical),
-        categorical=split_list(args.categorical),
-        max_rows=args.max_rows,
-    )
     schema = splits.schema
     model_config, train_config = make_preset(args.preset, dataset, len(splits.train))
     train_config = replace(
@@ -158,35 +192,42 @@ def main(argv: list[str] | None = None) -> int:
         **{k: v for k, v in {"elbo": args.elbo, "uncertainty": args.uncertainty}.items() if v is not None},
     )
     downstream_config = DownstreamConfig(epochs=args.downstream_epochs)
-    write_json(
-        {
-            "command": " ".join([Path(sys.argv[0]).name, *(argv if argv is not None else sys.argv[1:])]),
-            "args": vars(args),
-            "dataset": {
-                "name": dataset,
-                "rows": {"train": len(splits.train), "val": len(splits.val), "test": len(splits.test)},
-                "numerical": schema.numerical,
-                "categorical": schema.categorical,
-                "cardinalities": schema.cardinalities,
-                "classes": schema.classes,
+    if rank.is_main:
+        write_json(
+            {
+                "command": " ".join([Path(sys.argv[0]).name, *(argv if argv is not None else sys.argv[1:])]),
+                "args": vars(args),
+                "dataset": {
+                    "name": dataset,
+                    "rows": {"train": len(splits.train), "val": len(splits.val), "test": len(splits.test)},
+                    "numerical": schema.numerical,
+                    "categorical": schema.categorical,
+                    "cardinalities": schema.cardinalities,
+                    "classes": schema.classes,
+                },
+                "model": model_config,
+                "train": train_config,
+                "downstream": downstream_config,
+                "device": str(device),
+                "versions": {"torch": torch.__version__, "pyro": __import__("pyro").__version__, "python": sys.version.split()[0]},
             },
-            "model": model_config,
-            "train": train_config,
-            "downstream": downstream_config,
-            "device": str(device),
-            "versions": {"torch": torch.__version__, "pyro": __import__("pyro").__version__, "python": sys.version.split()[0]},
-        },
-        out / "config.json",
-    )
-    print(f"{dataset}: {len(splits.train)}/{len(splits.val)}/{len(splits.test)} train/val/test rows, "
-          f"{schema.n_numerical} numerical + {schema.n_categorical} categorical features, {schema.n_classes} classes; "
-          f"device {device}; run folder {out}")
+            out / "config.json",
+        )
+        print(f"{dataset}: {len(splits.train)}/{len(splits.val)}/{len(splits.test)} train/val/test rows, "
+              f"{schema.n_numerical} numerical + {schema.n_categorical} categorical features, {schema.n_classes} classes; "
+              f"device {device}" + (f" x {rank.world_size} ranks" if rank.enabled else "") + f"; run folder {out}")
 
     features = {"raw features": tuple(getattr(splits, s).raw_features() for s in ("train", "val", "test"))}
     uncertainty, histories, metrics, trained = {}, {}, {"dataset": dataset, "methods": {}}, {}
     for name in args.methods:
         label = METHOD_LABELS[name]
-        method, fit = pretrain(name, splits, model_config, train_config, out / "checkpoints" / name, resume=args.resume)
+        try:
+            method, fit = pretrain(name, splits, model_config, train_config, out / "checkpoints" / name, resume=args.resume)
+        except (FloatingPointError, CheckpointError) as err:  # the run folder and its checkpoints stay as they are
+            print(f"error: {err}", file=sys.stderr)
+            return 1
+        if not rank.is_main:
+            continue
         trained[name], histories[label] = method, fit.history
         reps = representations(method, splits)
         features[label] = (reps["train"], reps["val"], reps["test"])
@@ -204,6 +245,8 @@ def main(argv: list[str] | None = None) -> int:
                 rho = spearmanr(unc["test"], splits.test.ambiguity.cpu().numpy()).statistic
                 metrics["methods"][label]["spearman_uncertainty_vs_true_ambiguity"] = float(rho)
 
+    if not rank.is_main:
+        return 0
     y = {s: getattr(splits, s).y.cpu().numpy() for s in ("train", "val", "test")}
     results = evaluate_embeddings(
         features, y["train"], y["val"], y["test"], schema.n_classes, predictors=args.predictors,

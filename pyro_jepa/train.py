@@ -20,6 +20,7 @@ import pyro
 import torch
 from tqdm.auto import tqdm
 
+from . import distributed
 from .data.tabular import TabularData
 from .evaluate.diagnostics import linear_probe_accuracy
 from .models.base import SSLMethod
@@ -95,7 +96,10 @@ def learning_rate(step: int, total_steps: int, warmup_steps: int, base_lr: float
 def save_checkpoint(state: dict, path: Path) -> None:
     """Write atomically: a crash mid-write leaves the previous file intact."""
     tmp = path.with_name(path.name + ".tmp")
-    torch.save(state, tmp)
+    with open(tmp, "wb") as fh:
+        torch.save(state, fh)
+        fh.flush()
+        os.fsync(fh.fileno())  # the bytes are on disk before the rename makes them the checkpoint
     os.replace(tmp, path)
 
 
@@ -104,6 +108,8 @@ def load_checkpoint(path: Path, map_location: str | torch.device = "cpu") -> dic
     path = Path(path)
     if not path.is_file():
         raise CheckpointError(f"checkpoint {path} does not exist")
+    if path.stat().st_size == 0:
+        raise CheckpointError(f"{path} is not a readable pyro_jepa checkpoint (the file is empty)")
     try:
         state = torch.load(path, map_location=map_location, weights_only=True)
     except Exception as err:  # torch raises several types for truncated or foreign files
@@ -130,6 +136,44 @@ def _probe_score(method: SSLMethod, train: TabularData, val: TabularData, rows: 
     return linear_probe_accuracy(x_train, train.y[keep].cpu().numpy(), x_val, val.y.cpu().numpy())
 
 
+def _non_finite_error(
+    method: SSLMethod, rows: torch.Tensor, step: int, epoch: int, last_path: Path, what: str
+) -> FloatingPointError:
+    """The error for a non-finite loss or gradient, naming the loss terms that are non-finite on the batch.
+
+    The terms are re-evaluated with ``method.diagnostics`` (fixed masks), which for Var-T-JEPA gives
+    rec/gen/kl_s_x/kl_z/kl_s_y separately; only called on failure, so it costs nothing otherwise.
+    """
+    try:
+        terms = method.diagnostics(rows, step)
+        bad = [k for k, v in terms.items() if k != "loss" and not math.isfinite(v)]
+        if not bad and not math.isfinite(terms.get("loss", 0.0)):
+            bad = ["loss"]
+        values = ", ".join(f"{k}={v:.4g}" for k, v in terms.items())
+        detail = (
+            f"non-finite ELBO/loss term(s): {', '.join(bad)} ({values})"
+            if bad
+            else f"every term is finite when re-evaluated with fixed masks ({values}), so one sampled mask or draw overflowed"
+        )
+    except Exception as err:  # diagnostics itself may fail on non-finite weights or inputs
+        detail = f"the loss terms could not be re-evaluated ({type(err).__name__}: {err})"
+    if not torch.isfinite(rows).all():
+        detail += "; the batch itself holds NaN/inf inputs"
+    params = [name for name, p in method.named_parameters() if not torch.isfinite(p).all()]
+    if params:
+        detail += f"; non-finite parameters: {params[:5]}"
+    kept = (
+        f"the last good checkpoint {last_path} (after epoch {epoch}) is kept"
+        if last_path.exists()
+        else "no checkpoint had been written yet"
+    )
+    return FloatingPointError(
+        f"{method.name}: non-finite {what} at epoch {epoch + 1}, step {step}: {detail}; {kept}. "
+        "Lower the learning rate (--lr) or the loss weights (--alpha), check the data for extreme values, "
+        "then rerun (--resume continues from the last checkpoint)"
+    )
+
+
 def fit(
     method: SSLMethod,
     train: TabularData,
@@ -144,10 +188,22 @@ def fit(
     improves and ``out_dir/history.csv`` (every loss term per epoch). With ``resume=True`` and
     an existing ``last.pt`` the run continues where it stopped. On return the method holds the
     best epoch's weights.
+
+    Inside an initialized ``torch.distributed`` process group (``torchrun``), the method is
+    wrapped in `DistributedDataParallel`: every rank draws the same shuffle, takes its strided
+    share of each global batch of ``config.batch_size`` rows, and has its own seeds for masks,
+    dropout and guide noise; DDP broadcasts rank 0's initial weights and averages gradients.
+    Rank 0 alone validates and writes files (resuming needs ``out_dir`` on a filesystem all ranks
+    see); every rank returns with the best epoch's weights, but only rank 0's result holds the
+    history.
     """
     out_dir = Path(out_dir)
-    out_dir.mkdir(parents=True, exist_ok=True)
-    device = resolve_device(config.device)
+    rank = distributed.info()
+    if rank.enabled and config.batch_size % rank.world_size:
+        raise ValueError(f"batch_size {config.batch_size} must be divisible by the {rank.world_size} ranks")
+    if rank.is_main:
+        out_dir.mkdir(parents=True, exist_ok=True)
+    device = distributed.local_device(resolve_device(config.device), rank)
     method.to(device)
     train, val = train.to(device), val.to(device)
     optimizer = _optimizer(method, config)
@@ -169,9 +225,23 @@ def fit(
         result.history, result.best_epoch, result.best_score = state["history"], state["best_epoch"], state["best_score"]
     else:
         seed_everything(config.seed)
+    if rank.enabled:
+        # DDP broadcasts rank 0's weights at construction; the random streams must differ per rank.
+        seed_everything(distributed.rank_seed(config.seed, rank.rank, start_epoch))
+        method.reseed(distributed.rank_seed(config.seed, rank.rank, start_epoch))
+        # Buffers are constants (cardinalities, offsets): no per-step buffer broadcast. A loss weight
+        # of zero (KL warm-up at step 0) drops a site and the networks only it uses, so the set of
+        # parameters with gradients changes during training: DDP must look for unused ones.
+        device_ids = [device.index] if device.type == "cuda" else None
+        net: torch.nn.Module = torch.nn.parallel.DistributedDataParallel(
+            method, device_ids=device_ids, forward_sync_buffers=False, find_unused_parameters=True
+        )
+    else:
+        net = method
 
     started = time.perf_counter()
-    bar = tqdm(total=config.epochs, initial=start_epoch, desc=method.name, disable=not config.progress or None)
+    show = config.progress and rank.is_main
+    bar = tqdm(total=config.epochs, initial=start_epoch, desc=method.name, disable=not show or None)
     with pyro.validation_enabled(False):
         for epoch in range(start_epoch, config.epochs):
             method.train()
@@ -181,22 +251,28 @@ def fit(
                 lr = learning_rate(step, total_steps, warmup_steps, config.lr, config.min_lr_ratio)
                 for group in optimizer.param_groups:
                     group["lr"] = lr
-                loss = method.loss(train.rows[batch], step)
-                if not torch.isfinite(loss):
-                    raise FloatingPointError(
-                        f"{method.name}: non-finite training loss at epoch {epoch + 1}, step {step}; "
-                        f"the last good checkpoint is {last_path}"
-                    )
+                loss = net(train.rows[distributed.shard(batch, rank)], step)
                 optimizer.zero_grad(set_to_none=True)
                 loss.backward()
-                torch.nn.utils.clip_grad_norm_(method.parameters(), config.grad_clip)
+                grad_norm = torch.nn.utils.clip_grad_norm_(method.parameters(), config.grad_clip)
+                # One host sync checks loss and gradients before any update, so the weights (and the
+                # checkpoints written from them) never turn non-finite; under DDP the all-reduced
+                # gradients make every rank stop at the same step.
+                if not torch.isfinite(loss.detach() + grad_norm):
+                    what = "training loss" if not torch.isfinite(loss) else "gradient norm"
+                    raise _non_finite_error(method, train.rows[batch], step, epoch, last_path, what)
                 optimizer.step()
                 step += 1
                 method.on_step_end(step, total_steps)
                 losses.append(loss.detach())
 
+            train_loss = torch.stack(losses).mean()
+            if rank.enabled:
+                train_loss = distributed.all_reduce_mean(train_loss)
+                if not rank.is_main:
+                    continue  # rank 0 validates and writes; the others wait in the next collective
             method.eval()
-            row = {"epoch": epoch + 1, "step": step, "lr": lr, "train_loss": float(torch.stack(losses).mean())}
+            row = {"epoch": epoch + 1, "step": step, "lr": lr, "train_loss": float(train_loss)}
             row.update({f"val_{k}": v for k, v in method.diagnostics(val.rows, step).items()})
             if hasattr(method, "weights"):
                 row.update({f"alpha_{k}": v for k, v in method.weights.at(step).items()})
@@ -232,7 +308,10 @@ def fit(
             bar.update(1)
     bar.close()
 
-    method.load_state_dict(load_checkpoint(best_path, device)["method"])
+    if rank.is_main:
+        method.load_state_dict(load_checkpoint(best_path, device)["method"])
+    if rank.enabled:
+        distributed.broadcast_state(method)
     method.eval()
     result.seconds = time.perf_counter() - started
     return result

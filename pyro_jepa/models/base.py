@@ -6,6 +6,17 @@ import torch
 from torch import nn
 
 
+def to_device(tensor: torch.Tensor, device: torch.device) -> torch.Tensor:
+    """Copy a host tensor (e.g. this step's masks) to ``device`` without stalling the host.
+
+    A plain ``.to("cuda")`` from pageable memory waits for the copy; through pinned memory it is
+    queued like any other kernel.
+    """
+    if device.type != "cuda":
+        return tensor.to(device)
+    return tensor.pin_memory().to(device, non_blocking=True)
+
+
 class SSLMethod(nn.Module):
     """A self-supervised method the engine (`pyro_jepa.train.fit`) can train and evaluate.
 
@@ -19,6 +30,13 @@ class SSLMethod(nn.Module):
     def loss(self, rows: torch.Tensor, step: int) -> torch.Tensor:
         """Differentiable training objective of one batch of packed rows at optimizer step ``step``."""
         raise NotImplementedError
+
+    def forward(self, rows: torch.Tensor, step: int) -> torch.Tensor:
+        """`loss`, as ``forward`` so `DistributedDataParallel` can wrap the method and average gradients."""
+        return self.loss(rows, step)
+
+    def reseed(self, seed: int) -> None:
+        """Re-seed the method's private generators (e.g. masks); the engine gives each DDP rank its own."""
 
     @torch.no_grad()
     def diagnostics(self, rows: torch.Tensor, step: int) -> dict[str, float]:

@@ -17,7 +17,7 @@ from torch import nn
 from ..data.masks import MaskCollator
 from ..data.tabular import TabularSchema
 from ..nn import gather_tokens
-from .base import SSLMethod
+from .base import SSLMethod, to_device
 from .tabular import MaskedPredictor, TabularJEPAConfig, TokenEncoder
 from .var_t_jepa import EVAL_CHUNK, EVAL_MASK_SEED
 
@@ -44,8 +44,8 @@ class TJEPA(SSLMethod):
         return F.mse_loss(prediction, goal)
 
     def loss(self, rows: torch.Tensor, step: int) -> torch.Tensor:
-        masks = self.masks(rows.shape[0], rows.device)
-        return self._mse(rows, masks.context, masks.target)
+        masks = self.masks(rows.shape[0])
+        return self._mse(rows, to_device(masks.context, rows.device), to_device(masks.target, rows.device))
 
     @torch.no_grad()
     def diagnostics(self, rows: torch.Tensor, step: int) -> dict[str, float]:
@@ -66,6 +66,9 @@ class TJEPA(SSLMethod):
     @torch.no_grad()
     def embed(self, rows: torch.Tensor) -> torch.Tensor:
         return torch.cat([self.target_encoder(chunk) for chunk in rows.split(EVAL_CHUNK)])
+
+    def reseed(self, seed: int) -> None:
+        self.masks.generator.manual_seed(seed)
 
     def get_extra_state(self) -> dict:
         return {"masks": self.masks.state_dict()}

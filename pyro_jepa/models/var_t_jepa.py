@@ -25,7 +25,6 @@ effective batch of B*K).
 from __future__ import annotations
 
 import pyro.distributions as dist
-import pyro.infer
 import torch
 from torch import nn
 
@@ -33,8 +32,9 @@ from ..data.masks import MaskCollator
 from ..data.tabular import TabularSchema
 from ..distributions import MixedTabular
 from ..nn import AttentionPooling, GaussianHead, TabularDecoder, mlp, scatter_tokens
+from .base import to_device
 from .tabular import MaskedPredictor, TabularJEPAConfig, TokenEncoder
-from .var_jepa import TERMS, VarJEPA, elbo_terms, standard_normal, weighted_loss
+from .var_jepa import TERMS, SyncFreeTrace_ELBO, SyncFreeTraceMeanField_ELBO, VarJEPA, elbo_terms, standard_normal, weighted_loss
 
 EVAL_MASK_SEED = 20_260_320  # fixed masks for validation terms, so epochs are comparable
 EVAL_CHUNK = 1024
@@ -75,9 +75,7 @@ class VarTJEPA(VarJEPA):
         self.log_sigma_y = nn.Parameter(torch.zeros(()))
 
         self.weights = config.weights
-        self.elbo = (pyro.infer.TraceMeanField_ELBO if config.elbo == "meanfield" else pyro.infer.Trace_ELBO)(
-            max_plate_nesting=1
-        )
+        self.elbo = (SyncFreeTraceMeanField_ELBO if config.elbo == "meanfield" else SyncFreeTrace_ELBO)(max_plate_nesting=1)
         self.masks = MaskCollator(self.n_features, config.context_ratio, config.target_ratio, config.n_targets, seed)
 
     # -- networks shared by the guide and the embedding path ----------------------------------
@@ -142,8 +140,9 @@ class VarTJEPA(VarJEPA):
 
     # -- SSLMethod ---------------------------------------------------------------------------
     def loss(self, rows: torch.Tensor, step: int) -> torch.Tensor:
-        masks = self.masks(rows.shape[0], rows.device)
-        return self.elbo.differentiable_loss(self.model, self.guide, rows, masks.context, masks.target, weights=self.weights.at(step))
+        masks = self.masks(rows.shape[0])
+        context, target = to_device(masks.context, rows.device), to_device(masks.target, rows.device)
+        return self.elbo.differentiable_loss(self.model, self.guide, rows, context, target, weights=self.weights.at(step))
 
     @torch.no_grad()
     def diagnostics(self, rows: torch.Tensor, step: int) -> dict[str, float]:
@@ -179,6 +178,9 @@ class VarTJEPA(VarJEPA):
     @torch.no_grad()
     def uncertainty(self, rows: torch.Tensor) -> torch.Tensor:
         return self.posterior(rows)[1]
+
+    def reseed(self, seed: int) -> None:
+        self.masks.generator.manual_seed(seed)
 
     def get_extra_state(self) -> dict:
         return {"masks": self.masks.state_dict()}
