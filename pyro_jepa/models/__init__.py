@@ -5,6 +5,9 @@ from .t_jepa import TJEPA
 from .tabular import MaskedPredictor, TabularJEPAConfig, TokenEncoder
 from .var_jepa import TERMS, LossWeights, MLPVarJEPA, VarJEPA, elbo_terms, standard_normal, weighted_loss
 from .var_t_jepa import VarTJEPA
+from .image_baselines import SimSiam, SimSiamConfig, VICReg, VICRegConfig
+from .image_ssl import ImageSSL, ImageSSLConfig
+from .vje import VJE, VJEConfig
 
 __all__ = [
     "SSLMethod",
@@ -20,4 +23,12 @@ __all__ = [
     "standard_normal",
     "weighted_loss",
     "VarTJEPA",
+    "ImageSSL",
+    "ImageSSLConfig",
+    "SimSiam",
+    "SimSiamConfig",
+    "VICReg",
+    "VICRegConfig",
+    "VJE",
+    "VJEConfig",
 ]

@@ -1,0 +1,121 @@
+"""VJE vs SimSiam vs VICReg on images: pre-train on one budget, then k-NN, linear probe and collapse diagnostics.
+
+    python experiments/vje.py --data-dir ../shared/data                 # CIFAR-10 subset, CPU preset (<= 10 min)
+    python experiments/vje.py --dataset fashion-mnist --data-dir DIR
+    python experiments/vje.py --data-dir ../shared/data --preset paper --device cuda
+    python experiments/vje.py --data-dir ../shared/data --methods vje --df 30 --out runs/vje-df30   # one switch
+
+Pre-training sees the training subset only; the best epoch is chosen by a ridge probe on validation
+images held out of the training split; the test subset is touched once, by the probes. The run folder
+holds config.json, metrics.json, results.csv/.md, training_curves.png and vje_variances.png.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import time
+from datetime import datetime
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from pyro_jepa.data.registry import DatasetNotFoundError
+from pyro_jepa.evaluate import collapse_report
+from pyro_jepa.evaluate.probes import knn_accuracy, linear_probe
+from pyro_jepa.image_pipeline import (
+    METHOD_LABELS,
+    add_common_args,
+    build_method,
+    finish_args,
+    load_splits,
+    markdown_table,
+    plot_variances,
+    run_header,
+    train_config,
+)
+from pyro_jepa.pipeline import RunFolderExistsError, plot_training_curves, prepare_run_dir, write_json
+from pyro_jepa.train import fit, seed_everything
+
+
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    add_common_args(p)
+    p.add_argument("--knn-k", type=int, default=200)
+    p.add_argument("--knn-temperature", type=float, default=0.1)
+    return finish_args(p, p.parse_args(argv))
+
+
+def probe_row(label: str, x_train: np.ndarray, y_train: np.ndarray, x_test: np.ndarray, y_test: np.ndarray, args) -> dict:
+    collapse = collapse_report(x_test)
+    return {
+        "method": label,
+        "knn_accuracy": knn_accuracy(x_train, y_train, x_test, y_test, k=args.knn_k, temperature=args.knn_temperature),
+        "linear_accuracy": linear_probe(x_train, y_train, x_test, y_test),
+        "effective_rank": collapse["effective_rank"],
+        "dim": x_test.shape[1],
+        "mean_std": collapse["mean_std"],
+        "mean_cosine": collapse["mean_cosine"],
+    }
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse_args(argv)
+    out = args.out or Path("runs") / f"vje-{args.dataset}-{datetime.now():%Y%m%d-%H%M%S}"
+    try:
+        out = prepare_run_dir(out, overwrite=args.overwrite)
+        train, val, test = load_splits(args)
+    except (RunFolderExistsError, DatasetNotFoundError) as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 1
+    started = time.perf_counter()
+    header = run_header(args, argv)
+    header["dataset"] = {"name": args.dataset, "images": {"train": len(train), "val": len(val), "test": len(test)}}
+    write_json(header, out / "config.json")
+    print(f"{args.dataset}: {len(train)}/{len(val)}/{len(test)} train/val/test images; run folder {out}")
+
+    y_train, y_test = train.y.numpy(), test.y.numpy()
+    rows, metrics, histories, variances = [], {"methods": {}}, {}, {}
+    # An untrained backbone shows how much of each probe score pre-training adds.
+    seed_everything(args.seed)  # same initial weights whatever ran before
+    untrained = build_method(args.methods[0], args).eval()
+    rows.append(probe_row("untrained backbone", untrained.embed(train.rows).numpy(), y_train, untrained.embed(test.rows).numpy(), y_test, args))
+    for name in args.methods:
+        seed_everything(args.seed)  # same initial weights whatever ran before
+        method = build_method(name, args)
+        result = fit(method, train, val, train_config(args, "probe"), out / "checkpoints" / name)
+        method.cpu()
+        label = METHOD_LABELS[name]
+        histories[label] = result.history
+        row = probe_row(label, method.embed(train.rows).numpy(), y_train, method.embed(test.rows).numpy(), y_test, args)
+        row["pretrain_seconds"] = result.seconds
+        rows.append(row)
+        metrics["methods"][label] = {"best_epoch": result.best_epoch, "best_val_probe": result.best_score, **row}
+        if name == "vje":
+            var = method.uncertainty(test.rows).pow(2).mean(0).numpy()
+            variances[f"{label} ({'shared' if method.config.shared_variance else 'separate'} variances)"] = var
+            metrics["methods"][label]["posterior_variance"] = {"mean": float(var.mean()), "min": float(var.min()), "max": float(var.max())}
+        print(f"{label}: k-NN {row['knn_accuracy']:.4f}, linear {row['linear_accuracy']:.4f}, "
+              f"effective rank {row['effective_rank']:.1f}/{row['dim']}, {result.seconds:.0f} s")
+
+    results = pd.DataFrame(rows)
+    results.to_csv(out / "results.csv", index=False)
+    metrics["wall_seconds"] = time.perf_counter() - started
+    write_json(metrics, out / "metrics.json")
+    (out / "results.md").write_text(
+        f"# {args.dataset}: frozen-backbone probes (test subset)\n\n{markdown_table(results)}\n\n"
+        f"Preset `{args.preset}`: backbone {args.backbone}, {args.epochs} epochs, batch {args.batch_size}, "
+        f"{len(train)} training images, {len(test)} test images, seed {args.seed}. k-NN: cosine, k={args.knn_k}, "
+        f"T={args.knn_temperature}. Linear: logistic regression on standardized features. Wall time "
+        f"{metrics['wall_seconds']:.0f} s.\n"
+    )
+    plot_training_curves(histories, out / "training_curves.png")
+    if variances:
+        plot_variances(variances, out / "vje_variances.png")
+    print(markdown_table(results))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,152 @@
+"""Steps shared by the image experiments (experiments/vje.py, experiments/vje_anomaly.py):
+presets, command-line options, data, method construction, tables and the variance plot."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pyro
+import torch
+
+from .data.images import IMAGE_DATASETS, ImageData, load_images, stratified_subset
+from .data.registry import resolve_data_dir
+from .models import SimSiam, SimSiamConfig, VICReg, VICRegConfig, VJE, VJEConfig
+from .models.image_ssl import ImageSSL
+from .train import TrainConfig
+
+IMAGE_METHODS = {"vje": (VJE, VJEConfig), "simsiam": (SimSiam, SimSiamConfig), "vicreg": (VICReg, VICRegConfig)}
+METHOD_LABELS = {"vje": "VJE", "simsiam": "SimSiam", "vicreg": "VICReg"}
+
+# cpu: sized for <= 10 min on 2 shared cores (one thread avoids OpenMP spin-waiting under load);
+# paper: the usual CIFAR SSL setting (ResNet-18, CIFAR stem, full splits) for a GPU.
+PRESETS: dict[str, dict] = {
+    "cpu": dict(backbone="convnet", width=16, image_size=32, epochs=10, batch_size=256, lr=2e-3,
+                train_per_class=400, val_per_class=50, test_per_class=200, threads=1),
+    "paper": dict(backbone="resnet18", width=32, image_size=32, epochs=800, batch_size=512, lr=2e-3,
+                  train_per_class=None, val_per_class=100, test_per_class=None, threads=None),
+}
+
+
+def add_common_args(p: argparse.ArgumentParser) -> None:
+    """Options both image experiments take; preset values fill whatever is left unset."""
+    data = p.add_argument_group("data")
+    data.add_argument("--dataset", default="cifar10", choices=IMAGE_DATASETS)
+    data.add_argument("--data-dir", type=Path, help="folder with the dataset (default: $PYRO_JEPA_DATA or ~/.cache/pyro_jepa)")
+    data.add_argument("--download", action="store_true", help="let torchvision download cifar10/cifar100/stl10 into --data-dir")
+    data.add_argument("--train-per-class", type=int, help="training images per class (default: preset)")
+    data.add_argument("--test-per-class", type=int, help="test images per class (default: preset)")
+    data.add_argument("--val-per-class", type=int, help="validation images per class, held out of the training split (default: preset)")
+    model = p.add_argument_group("pre-training")
+    model.add_argument("--preset", default="cpu", choices=PRESETS)
+    model.add_argument("--methods", default="vje,simsiam,vicreg", help=f"comma-separated subset of {sorted(IMAGE_METHODS)}")
+    model.add_argument("--backbone", choices=("convnet", "resnet18"))
+    model.add_argument("--width", type=int, help="convnet base width")
+    model.add_argument("--image-size", type=int, help="side length of the training views")
+    model.add_argument("--epochs", type=int)
+    model.add_argument("--batch-size", type=int)
+    model.add_argument("--lr", type=float)
+    vje = p.add_argument_group("VJE switches (docs/vje.md)")
+    vje.add_argument("--df", type=float, default=5.0, help="directional degrees of freedom ν")
+    vje.add_argument("--likelihood", default="student-t", choices=("student-t", "gaussian"))
+    vje.add_argument("--cartesian", action="store_true", help="Cartesian Student-t on h instead of the polar subdensity")
+    vje.add_argument("--separate-variances", action="store_true", help="likelihood scale from its own head")
+    vje.add_argument("--no-stop-gradient", action="store_true", help="let gradients flow into the target embedding")
+    run = p.add_argument_group("run")
+    run.add_argument("--seed", type=int, default=0)
+    run.add_argument("--device", default="auto")
+    run.add_argument("--threads", type=int, help="torch CPU threads (default: preset)")
+    run.add_argument("--out", type=Path, help="run folder")
+    run.add_argument("--overwrite", action="store_true", help="replace an existing run folder")
+    run.add_argument("--no-progress", action="store_true")
+
+
+def finish_args(p: argparse.ArgumentParser, args: argparse.Namespace) -> argparse.Namespace:
+    """Fill unset options from the preset, check the method names and apply ``--threads``."""
+    for key, value in PRESETS[args.preset].items():
+        if getattr(args, key, None) is None:
+            setattr(args, key, value)
+    args.methods = [m.strip() for m in args.methods.split(",") if m.strip()]
+    unknown = [m for m in args.methods if m not in IMAGE_METHODS]
+    if unknown:
+        p.error(f"unknown methods {unknown}; choose from {sorted(IMAGE_METHODS)}")
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    return args
+
+
+def load_full(args: argparse.Namespace) -> tuple[ImageData, ImageData]:
+    """The dataset's official train and test split."""
+    return load_images(args.dataset, resolve_data_dir(args.data_dir), download=args.download)
+
+
+def load_splits(
+    args: argparse.Namespace, classes: list[int] | None = None, full: tuple[ImageData, ImageData] | None = None
+) -> tuple[ImageData, ImageData, ImageData]:
+    """Train / validation / test subsets (of ``full``, default `load_full`); validation images are
+    held out of the training split, and only ``classes`` (default all) enter train and validation."""
+    train_full, test_full = full or load_full(args)
+    per_class = None if args.train_per_class is None else args.train_per_class + args.val_per_class
+    pool = stratified_subset(train_full, per_class, seed=args.seed, classes=classes)
+    y = pool.y.numpy()
+    val_idx = np.concatenate([np.flatnonzero(y == c)[: args.val_per_class] for c in np.unique(y)])
+    train_idx = np.setdiff1d(np.arange(len(pool)), val_idx)
+    test = stratified_subset(test_full, args.test_per_class, seed=args.seed)
+    return pool.subset(train_idx), pool.subset(val_idx), test
+
+
+def build_method(name: str, args: argparse.Namespace) -> ImageSSL:
+    cls, config_cls = IMAGE_METHODS[name]
+    common = dict(backbone=args.backbone, width=args.width, image_size=args.image_size)
+    if name == "vje":
+        return cls(config_cls(
+            **common, df=args.df, likelihood=args.likelihood, polar=not args.cartesian,
+            shared_variance=not args.separate_variances, stop_gradient=not args.no_stop_gradient,
+        ))
+    return cls(config_cls(**common))
+
+
+def train_config(args: argparse.Namespace, select: str) -> TrainConfig:
+    return TrainConfig(
+        epochs=args.epochs, batch_size=args.batch_size, lr=args.lr, warmup_epochs=max(1, args.epochs // 10),
+        select=select, probe_rows=2000, seed=args.seed, device=args.device, progress=not args.no_progress,
+    )
+
+
+def markdown_table(frame: pd.DataFrame, floats: str = "{:.4f}") -> str:
+    header = "| " + " | ".join(frame.columns) + " |"
+    lines = [header, "|" + "---|" * len(frame.columns)]
+    for _, row in frame.iterrows():
+        cells = [floats.format(v) if isinstance(v, float) else str(v) for v in row.values]
+        lines.append("| " + " | ".join(cells) + " |")
+    return "\n".join(lines)
+
+
+def plot_variances(variances: dict[str, np.ndarray], path: Path) -> None:
+    """Learned per-feature posterior variances (mean over test images), each curve sorted descending."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(6, 4))
+    for label, var in variances.items():
+        ax.plot(np.sort(var)[::-1], label=label)
+    ax.set(title="VJE: per-feature posterior variance σ² (test mean)", xlabel="feature (sorted)", ylabel="σ²", yscale="log")
+    ax.legend(fontsize=7)
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+
+
+def run_header(args: argparse.Namespace, argv: list[str] | None) -> dict:
+    """The config.json fields both experiments share."""
+    return {
+        "command": " ".join([Path(sys.argv[0]).name, *(argv if argv is not None else sys.argv[1:])]),
+        "args": vars(args),
+        "versions": {"torch": torch.__version__, "pyro": pyro.__version__, "python": sys.version.split()[0]},
+        "threads": torch.get_num_threads(),
+    }

@@ -1,0 +1,215 @@
+"""VJE: the polar Student-t subdensity, the model/guide pair and its training through `fit`."""
+
+from __future__ import annotations
+
+import math
+
+import pyro
+import pytest
+import torch
+from pyro import poutine
+
+from pyro_jepa.data.images import ImageData
+from pyro_jepa.distributions import PolarStudentT, polar
+from pyro_jepa.models import VJE, SimSiam, SimSiamConfig, VICReg, VICRegConfig, VJEConfig
+from pyro_jepa.train import TrainConfig, fit
+
+
+@pytest.fixture(autouse=True)
+def _one_thread():
+    """Tiny convolutions: one thread avoids OpenMP spin-waiting on a shared 2-core machine (50x here)."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
+def polar_t(d: int, batch: tuple[int, ...] = (4,), scale: float = 0.5, df: float = 3.0, seed: int = 0) -> PolarStudentT:
+    g = torch.Generator().manual_seed(seed)
+    return PolarStudentT(
+        torch.randn(*batch, d, generator=g),
+        torch.full((*batch, d), scale),
+        torch.tensor(df),
+        torch.zeros(batch),
+        torch.tensor(0.7),
+        torch.tensor(4.0),
+        validate_args=True,
+    )
+
+
+# -- the distribution ------------------------------------------------------------------------
+def test_shapes_and_broadcasting():
+    p = polar_t(6, batch=(4,))
+    assert p.batch_shape == (4,) and p.event_shape == (6,)
+    assert p.log_prob(torch.randn(4, 6)).shape == (4,)
+    assert p.log_prob(torch.randn(3, 4, 6)).shape == (3, 4)  # sample dims broadcast
+    assert p.expand((2, 4)).log_prob(torch.randn(2, 4, 6)).shape == (2, 4)
+    # a latent sample dim on loc broadcasts against a per-row scale and radial location
+    q = PolarStudentT(torch.randn(5, 4, 6), torch.ones(4, 6), 3.0, torch.zeros(4), 1.0, 3.0)
+    assert q.batch_shape == (5, 4) and q.log_prob(torch.randn(4, 6)).shape == (5, 4)
+
+
+def test_support_args_and_sampling():
+    p = polar_t(3)
+    assert p.support.check(torch.tensor([[0.0, 0.0, 1e-3]])).all()
+    assert not p.support.check(torch.zeros(1, 3)).any()
+    with pytest.raises(ValueError):
+        p.log_prob(torch.zeros(4, 3))
+    with pytest.raises(ValueError):
+        PolarStudentT(torch.zeros(3), -torch.ones(3), 3.0, 0.0, 1.0, 3.0, validate_args=True)
+    with pytest.raises(NotImplementedError, match="subdensity"):
+        p.sample()
+
+
+@pytest.mark.parametrize("d", [8, 4096])
+@pytest.mark.parametrize("norm", [1e-30, 1e-8, 1.0, 1e8, 1e30])
+@pytest.mark.parametrize("gaussian", [False, True])
+def test_log_prob_finite_at_extreme_norms(d, norm, gaussian):
+    loc = torch.randn(2, d, requires_grad=True)
+    scale = torch.full((2, d), 1e-3, requires_grad=True)
+    p = PolarStudentT(loc, scale, 2.0, torch.zeros(2), 0.5, 2.0, gaussian=gaussian)
+    value = torch.randn(2, d)
+    value = norm * value / value.norm(dim=-1, keepdim=True)
+    lp = p.log_prob(value)
+    assert torch.isfinite(lp).all()
+    lp.sum().backward()
+    assert torch.isfinite(loc.grad).all() and torch.isfinite(scale.grad).all()
+    # the radial factor sees the log-norm exactly
+    assert torch.allclose(polar(value)[1], torch.full((2,), math.log(norm)), rtol=1e-5, atol=1e-4)
+
+
+def test_polar_of_zero_is_finite():
+    u, log_norm = polar(torch.zeros(2, 5))
+    assert torch.isfinite(u).all() and torch.isfinite(log_norm).all()
+
+
+@pytest.mark.parametrize("d", [2, 3, 5])
+@pytest.mark.parametrize("scale", [1e-2, 0.3, 3.0, 100.0])
+@pytest.mark.parametrize("gaussian", [False, True])
+def test_directional_factor_is_a_subdensity(d, scale, gaussian):
+    """Monte Carlo over the uniform measure on S^{d-1}: the directional factor integrates to <= 1."""
+    g = torch.Generator().manual_seed(d)
+    u = torch.randn(100_000, d, generator=g, dtype=torch.float64)
+    u = u / u.norm(dim=-1, keepdim=True)
+    # location on the √d-sphere (peak reachable) and off it
+    for loc in (math.sqrt(d) * u[0], torch.randn(d, generator=g, dtype=torch.float64)):
+        p = PolarStudentT(loc, torch.full((d,), scale, dtype=torch.float64), torch.tensor(1.5, dtype=torch.float64), 0.0, 1.0, 1.5, gaussian=gaussian)
+        lp = p.directional_log_prob(u)
+        assert (lp <= 0).all()  # the pointwise bound k_dir <= 1
+        mass = lp.exp().mean()
+        stderr = lp.exp().std() / math.sqrt(len(u))
+        assert mass <= 1 + 3 * stderr
+    # with a very wide kernel the bound is tight: the mass approaches 1
+    assert mass > 0.99 if scale == 100.0 else True
+
+
+def test_radial_factor_is_normalized_in_log_norm():
+    p = PolarStudentT(torch.zeros(3), torch.ones(3), 3.0, torch.tensor(0.4), torch.tensor(0.3), torch.tensor(2.5))
+    s = torch.linspace(-200, 200, 400_001, dtype=torch.float64)
+    values = s.exp().unsqueeze(-1) * torch.tensor([0.0, 0.0, 1.0], dtype=torch.float64)
+    dens = PolarStudentT(p.loc.double(), p.scale.double(), p.df.double(), p.radial_loc.double(), p.radial_scale.double(), p.radial_df.double()).radial_log_prob(values).exp()
+    assert torch.trapezoid(dens, s) == pytest.approx(1.0, abs=2e-3)
+
+
+# -- the program -----------------------------------------------------------------------------
+def small_vje(**overrides) -> VJE:
+    return VJE(VJEConfig(width=4, image_size=8, hidden=16, **overrides))
+
+
+def embeddings(d: int, batch: int = 5, seed: int = 0) -> tuple[torch.Tensor, torch.Tensor]:
+    g = torch.Generator().manual_seed(seed)
+    return torch.randn(batch, d, generator=g).abs() + 0.1, torch.randn(batch, d, generator=g).abs() + 0.1
+
+
+def std_normal_log_prob(z: torch.Tensor, loc: torch.Tensor, scale: torch.Tensor) -> torch.Tensor:
+    return (-0.5 * ((z - loc) / scale) ** 2 - scale.log() - 0.5 * math.log(2 * math.pi)).sum(-1)
+
+
+@pytest.mark.parametrize("overrides", [{}, {"polar": False}, {"likelihood": "gaussian"}, {"shared_variance": False}])
+def test_pyro_elbo_equals_hand_written_symmetric_elbo(overrides):
+    method = small_vje(**overrides)
+    h_a, h_b = embeddings(method.dim)
+    args = method.program_args(h_a, h_b)
+    pyro.set_rng_seed(7)
+    loss = method.elbo.differentiable_loss(method.model, method.guide, *args)
+
+    pyro.set_rng_seed(7)
+    post, h = args[2], (h_a, h_b)
+    elbo = 0.0
+    for c, t in ((0, 1), (1, 0)):  # the guide samples z_ab, then z_ba
+        q = post[c]
+        z = q.loc + q.scale * torch.randn_like(q.loc)
+        log_prior = std_normal_log_prob(z, torch.zeros_like(z), torch.ones_like(z))
+        log_q = std_normal_log_prob(z, q.loc, q.scale)
+        log_lik = method.likelihood(z, q).log_prob(h[t])
+        elbo = elbo + 0.5 * (log_prior + log_lik - log_q).mean()
+    assert torch.allclose(loss, -elbo, rtol=1e-5, atol=1e-5)
+
+
+def traces(method: VJE, h_a: torch.Tensor, h_b: torch.Tensor):
+    args = method.program_args(h_a, h_b)
+    guide = poutine.trace(method.guide).get_trace(*args)
+    model = poutine.trace(poutine.replay(method.model, trace=guide)).get_trace(*args)
+    return model, guide
+
+
+def test_shared_variances_are_one_tensor():
+    method = small_vje()
+    model, guide = traces(method, *embeddings(method.dim))
+    for name in ("ab", "ba"):
+        lik_scale = model.nodes[f"h_{name}"]["fn"].scale
+        q_scale = guide.nodes[f"z_{name}"]["fn"].base_dist.scale
+        assert lik_scale.data_ptr() == q_scale.data_ptr() and lik_scale.shape == q_scale.shape
+        assert lik_scale.requires_grad
+    separate = small_vje(shared_variance=False)
+    model, guide = traces(separate, *embeddings(separate.dim))
+    assert model.nodes["h_ab"]["fn"].scale.data_ptr() != guide.nodes["z_ab"]["fn"].base_dist.scale.data_ptr()
+
+
+def test_sites_scales_and_stop_gradient():
+    method = small_vje()
+    h_a, h_b = embeddings(method.dim)
+    h_b.requires_grad_(True)
+    model, guide = traces(method, h_a, h_b)
+    assert model.nodes["h_ab"]["is_observed"] and not model.nodes["h_ab"]["value"].requires_grad
+    assert model.nodes["z_ab"]["scale"] == pytest.approx(0.5 / 5)
+    model, _ = traces(small_vje(stop_gradient=False), h_a, h_b)
+    assert model.nodes["h_ab"]["value"].requires_grad
+
+
+def random_images(n: int, size: int = 8, seed: int = 0) -> ImageData:
+    g = torch.Generator().manual_seed(seed)
+    y = torch.arange(n) % 2
+    rows = torch.randint(0, 256, (n, 3, size, size), generator=g, dtype=torch.uint8)
+    rows[y == 1, 0] = 255  # class 1 is red-saturated: something to probe
+    return ImageData(rows, y, ("a", "b"))
+
+
+@pytest.mark.parametrize(
+    "method",
+    [
+        lambda: small_vje(),
+        lambda: SimSiam(SimSiamConfig(width=4, image_size=8, proj_dim=16, pred_hidden=8)),
+        lambda: VICReg(VICRegConfig(width=4, image_size=8, expander_dim=16)),
+    ],
+    ids=["vje", "simsiam", "vicreg"],
+)
+def test_trains_through_the_engine(method, tmp_path):
+    m = method()
+    config = TrainConfig(epochs=2, batch_size=16, warmup_epochs=1, probe_rows=32, progress=False)
+    result = fit(m, random_images(48), random_images(16, seed=1), config, tmp_path)
+    assert len(result.history) == 2 and (tmp_path / "best.pt").is_file()
+    assert all(math.isfinite(row["train_loss"]) and math.isfinite(row["val_loss"]) for row in result.history)
+    assert m.embed(random_images(10).rows).shape == (10, m.dim)
+
+
+def test_vje_scores_and_uncertainty_are_per_image():
+    method = small_vje(score_pairs=2).eval()
+    images = random_images(6).rows
+    scores = method.anomaly_scores(images, samples=3)
+    for score in scores.values():
+        assert score.shape == (6,) and torch.isfinite(score).all()
+    assert torch.equal(scores["elbo"], method.anomaly_scores(images, samples=3)["elbo"])  # views and z are seeded
+    assert (scores["elbo"] > scores["loglik"]).all()  # -ELBO = -loglik + KL, KL > 0
+    sigma = method.uncertainty(images)
+    assert sigma.shape == (6, method.dim) and (sigma > 0).all()

@@ -1,0 +1,140 @@
+"""Image data, backbones, augmentations, probes and the two VJE experiments (never downloads)."""
+
+from __future__ import annotations
+
+import gzip
+import json
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from pyro_jepa.data.images import ImageData, load_images, read_idx, stratified_subset
+from pyro_jepa.data.registry import DatasetNotFoundError
+from pyro_jepa.evaluate.probes import knn_accuracy, knn_distance_score, linear_probe, one_class_auroc
+from pyro_jepa.nn.vision import TwoViewAugment, make_backbone
+
+EXPERIMENTS = Path(__file__).resolve().parents[1] / "experiments"
+
+
+@pytest.fixture(autouse=True)
+def _one_thread():
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
+def test_image_data_container():
+    data = ImageData(torch.zeros(4, 3, 8, 8, dtype=torch.uint8), torch.tensor([0, 1, 0, 1]), ("a", "b"))
+    assert len(data) == 4 and len(data.subset([0, 2])) == 2 and data.to("cpu").rows.dtype == torch.uint8
+    with pytest.raises(ValueError):
+        ImageData(torch.zeros(4, 1, 8, 8), torch.zeros(4, dtype=torch.long), ("a",))
+    sub = stratified_subset(data, 1, classes=[1])
+    assert sub.y.tolist() == [1]
+
+
+def write_idx(path: Path, array: np.ndarray) -> None:
+    header = bytes([0, 0, 8, array.ndim]) + b"".join(int(n).to_bytes(4, "big") for n in array.shape)
+    with gzip.open(path, "wb") as f:
+        f.write(header + array.astype(np.uint8).tobytes())
+
+
+def test_fashion_mnist_idx_reader(tmp_path):
+    rng = np.random.default_rng(0)
+    folder = tmp_path / "FashionMNIST" / "raw"
+    folder.mkdir(parents=True)
+    for prefix, n in (("train", 6), ("t10k", 4)):
+        write_idx(folder / f"{prefix}-images-idx3-ubyte.gz", rng.integers(0, 256, (n, 28, 28)))
+        write_idx(folder / f"{prefix}-labels-idx1-ubyte.gz", np.arange(n) % 10)
+    assert read_idx(folder / "t10k-labels-idx1-ubyte.gz").tolist() == [0, 1, 2, 3]
+    train, test = load_images("fashion-mnist", tmp_path)
+    assert train.rows.shape == (6, 3, 28, 28) and test.y.tolist() == [0, 1, 2, 3]
+    assert torch.equal(train.rows[:, 0], train.rows[:, 2])  # gray repeated to 3 channels
+
+
+def test_missing_datasets_give_clear_offline_errors(tmp_path):
+    with pytest.raises(DatasetNotFoundError, match="could not be downloaded"):
+        load_images("cifar100", tmp_path, download=False)
+    with pytest.raises(DatasetNotFoundError, match="dataset-fashion-mnist"):
+        load_images("fashion-mnist", tmp_path)
+
+
+def test_backbones():
+    net = make_backbone("resnet18")
+    assert net.conv1.kernel_size == (3, 3) and net.conv1.stride == (1, 1) and isinstance(net.maxpool, torch.nn.Identity)
+    assert net.eval()(torch.randn(2, 3, 32, 32)).shape == (2, 512)
+    small = make_backbone("convnet", width=4)
+    assert small(torch.randn(2, 3, 16, 16)).shape == (2, small.out_dim) == (2, 32)
+
+
+def test_augmentations_are_per_image_and_seeded():
+    images = torch.randint(0, 256, (1, 3, 32, 32), dtype=torch.uint8).expand(8, -1, -1, -1)
+    aug = TwoViewAugment(16)
+    views = aug(images, torch.Generator().manual_seed(0))
+    assert views.shape == (8, 3, 16, 16) and torch.isfinite(views).all()
+    assert not torch.allclose(views[0], views[1])  # same image, different random parameters
+    assert torch.equal(views, aug(images, torch.Generator().manual_seed(0)))
+    assert TwoViewAugment(64).blur and not aug.blur
+
+
+def test_probes_on_separable_clusters():
+    rng = np.random.default_rng(0)
+    centers = np.eye(3) * 5
+    y_train, y_test = np.arange(60) % 3, np.arange(30) % 3
+    x_train = centers[y_train] + rng.normal(size=(60, 3))
+    x_test = centers[y_test] + rng.normal(size=(30, 3))
+    assert knn_accuracy(x_train, y_train, x_test, y_test, k=200) == 1.0
+    assert linear_probe(x_train, y_train, x_test, y_test) == 1.0
+    score = knn_distance_score(x_train[y_train == 0], x_test, k=3)
+    assert one_class_auroc(score, y_test, normal_class=0) > 0.95
+    assert one_class_auroc(-score, y_test, normal_class=0) < 0.05
+
+
+def fake_cifar(folder: Path, per_class: int = 12) -> None:
+    rng = np.random.default_rng(0)
+    classes = np.array(["airplane", "automobile", "bird", "cat", "deer", "dog", "frog", "horse", "ship", "truck"])
+    for split in ("train", "test"):
+        y = np.repeat(np.arange(10), per_class)
+        x = rng.integers(0, 256, (len(y), 32, 32, 3), dtype=np.uint8)
+        x[..., 0] = np.clip(x[..., 0].astype(int) * 0 + y[:, None, None] * 25, 0, 255)  # label-dependent red
+        np.savez_compressed(folder / f"cifar10_{split}.npz", x=x, y=y, classes=classes)
+
+
+def run_experiment(script: str, argv: list[str]) -> int:
+    sys.path.insert(0, str(EXPERIMENTS))
+    try:
+        module = __import__(script)
+        return module.main(argv)
+    finally:
+        sys.path.remove(str(EXPERIMENTS))
+        sys.modules.pop(script, None)
+
+
+TINY = ["--val-per-class", "2", "--epochs", "1", "--batch-size", "16", "--width", "4", "--image-size", "8", "--threads", "1", "--no-progress"]
+
+
+def test_vje_experiment_writes_a_run_folder(tmp_path):
+    fake_cifar(tmp_path)
+    out = tmp_path / "run"
+    argv = ["--data-dir", str(tmp_path), "--train-per-class", "4", "--test-per-class", "3", "--out", str(out), *TINY]
+    assert run_experiment("vje", argv) == 0
+    for name in ("config.json", "metrics.json", "results.csv", "results.md", "vje_variances.png", "training_curves.png"):
+        assert (out / name).is_file(), name
+    metrics = json.loads((out / "metrics.json").read_text())
+    assert set(metrics["methods"]) == {"VJE", "SimSiam", "VICReg"}
+    assert run_experiment("vje", argv) == 1  # never clobbers a run folder
+
+
+def test_anomaly_experiment_writes_a_run_folder(tmp_path):
+    fake_cifar(tmp_path)
+    out = tmp_path / "run"
+    argv = ["--data-dir", str(tmp_path), "--classes", "0,1", "--methods", "vje,simsiam", "--train-per-class", "6",
+            "--test-per-class", "3", "--score-pairs", "1", "--out", str(out), *TINY]
+    assert run_experiment("vje_anomaly", argv) == 0
+    metrics = json.loads((out / "metrics.json").read_text())
+    assert set(metrics["mean_auroc"]) == {"VJE (ELBO)", "VJE (log-lik)", "VJE (k-NN)", "SimSiam (k-NN)"}
+    assert all(0.0 <= r["auroc"] <= 1.0 for r in metrics["auroc"])
+    assert (out / "vje_variances.png").is_file() and "airplane" in (out / "results.md").read_text()
