@@ -10,19 +10,21 @@ from pyro_jepa.evaluate.diagnostics import (
 from pyro_jepa.evaluate.downstream import (
     PREDICTORS,
     DownstreamConfig,
-    MLPPredictor,
+    NetworkPredictor,
     as_feature_matrix,
     classification_metrics,
     evaluate_embeddings,
     selective_metrics,
     train_mlp,
+    train_network,
     train_xgboost,
 )
+from pyro_jepa.evaluate.networks import NETWORKS
 
 __all__ = [
     "PREDICTORS",
     "DownstreamConfig",
-    "MLPPredictor",
+    "NetworkPredictor",
     "as_feature_matrix",
     "classification_metrics",
     "collapse_report",
@@ -33,5 +35,7 @@ __all__ = [
     "per_dimension_std",
     "selective_metrics",
     "train_mlp",
+    "train_network",
+    "NETWORKS",
     "train_xgboost",
 ]
