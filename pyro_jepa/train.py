@@ -217,8 +217,15 @@ def fit(
     last_path, best_path = out_dir / "last.pt", out_dir / "best.pt"
     if resume and last_path.exists():
         state = load_checkpoint(last_path, device)
-        method.load_state_dict(state["method"])
-        optimizer.load_state_dict(state["optimizer"])
+        try:
+            method.load_state_dict(state["method"])
+            optimizer.load_state_dict(state["optimizer"])
+        except (RuntimeError, ValueError, KeyError) as err:
+            raise CheckpointError(
+                f"{last_path} was written by a {method.name} with different settings (preset, model size or "
+                f"data columns), so --resume cannot continue it; rerun with the original settings, or start "
+                f"over with --overwrite ({type(err).__name__}: {str(err).splitlines()[0]})"
+            ) from err
         torch.set_rng_state(state["rng"])
         shuffle.set_state(state["shuffle_rng"])
         start_epoch, step = state["epoch"], state["step"]

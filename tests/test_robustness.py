@@ -394,3 +394,20 @@ def test_same_seed_twice_gives_identical_metrics_on_cpu(script, tmp_path):
     first, second = (m["methods"]["Var-T-JEPA"] for m in metrics)
     assert first["best_epoch"] == second["best_epoch"] and first["collapse_test"] == second["collapse_test"]
     assert (tmp_path / "first" / "results.csv").read_bytes() == (tmp_path / "second" / "results.csv").read_bytes()
+
+
+# -- image data -----------------------------------------------------------------------------------
+def test_image_data_rejects_bad_shape_dtype_range_and_labels():
+    from pyro_jepa.data.images import ImageData
+
+    good = torch.zeros(4, 3, 8, 8, dtype=torch.uint8)
+    labels = torch.tensor([0, 1, 0, 1])
+    ImageData(good, labels, ("a", "b"))
+    with pytest.raises(ValueError, match=r"shape \(N, 3, H, W\)"):
+        ImageData(torch.zeros(4, 8, 8, dtype=torch.uint8), labels, ("a", "b"))
+    with pytest.raises(ValueError, match="uint8.*scaled by 255"):
+        ImageData(good.float() / 255, labels, ("a", "b"))
+    with pytest.raises(ValueError, match="empty"):
+        ImageData(good[:0], labels[:0], ("a", "b"))
+    with pytest.raises(ValueError, match=r"labels must be int64 in \[0, 2\)"):
+        ImageData(good, torch.tensor([0, 1, 2, 1]), ("a", "b"))

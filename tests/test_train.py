@@ -126,3 +126,13 @@ def test_checkpoint_writes_are_atomic(tmp_path):
     save_checkpoint({"format": "pyro_jepa-checkpoint-v1", "epoch": 1}, path)
     assert load_checkpoint(path)["epoch"] == 1
     assert not (tmp_path / "last.pt.tmp").exists()
+
+
+def test_resume_with_other_settings_gives_a_clear_error(schema, splits, tmp_path):
+    torch.manual_seed(0)
+    fit(VarTJEPA(schema, SMALL), *splits, TrainConfig(epochs=1, batch_size=32, progress=False), tmp_path)
+    before = (tmp_path / "last.pt").read_bytes()
+    bigger = VarTJEPA(schema, TabularJEPAConfig(dim=16, depth=1, heads=2, ff=16, n_pool=2, pred_dim=8, pred_depth=1, pred_heads=2, pred_ff=16))
+    with pytest.raises(CheckpointError, match="different settings.*--overwrite"):
+        fit(bigger, *splits, TrainConfig(epochs=2, batch_size=32, progress=False), tmp_path, resume=True)
+    assert (tmp_path / "last.pt").read_bytes() == before

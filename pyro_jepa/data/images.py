@@ -31,8 +31,22 @@ class ImageData:
     def __post_init__(self) -> None:
         if self.rows.ndim != 4 or self.rows.shape[1] != 3:
             raise ValueError(f"rows must have shape (N, 3, H, W), got {tuple(self.rows.shape)}")
+        if self.rows.dtype != torch.uint8:
+            hint = (
+                "; floats in [0, 1] must be scaled by 255 and cast to uint8 first"
+                if self.rows.is_floating_point()
+                else ""
+            )
+            raise ValueError(f"images must be uint8 with values 0-255, got dtype {self.rows.dtype}{hint}")
+        if self.rows.shape[0] == 0:
+            raise ValueError("no images: rows is empty")
         if self.y.shape != (self.rows.shape[0],):
             raise ValueError(f"y must have shape ({self.rows.shape[0]},), got {tuple(self.y.shape)}")
+        if self.y.dtype != torch.long or int(self.y.min()) < 0 or int(self.y.max()) >= len(self.classes):
+            raise ValueError(
+                f"labels must be int64 in [0, {len(self.classes)}) for the {len(self.classes)} classes, "
+                f"got dtype {self.y.dtype} and range [{int(self.y.min())}, {int(self.y.max())}]"
+            )
 
     def __len__(self) -> int:
         return self.rows.shape[0]
