@@ -111,7 +111,7 @@ def plot_training_curves(histories: dict[str, list[dict]], path: Path) -> None:
         for term in ("rec", "gen", "kl_s_x", "kl_z", "kl_s_y"):
             if f"val_{term}" in frame:
                 axes[1].plot(frame["epoch"], frame[f"val_{term}"], label=f"{name} {term}")
-    axes[0].set(title="objective (each method's own loss)", xlabel="epoch", yscale="symlog")
+    axes[0].set(title="objective (each method's own loss)", xlabel="epoch")
     axes[1].set(title="validation ELBO terms (unweighted)", xlabel="epoch", yscale="symlog")
     axes[2].set(title="validation probe accuracy", xlabel="epoch")
     for ax in axes:
