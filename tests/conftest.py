@@ -43,3 +43,12 @@ def make_table(schema: TabularSchema, n: int, seed: int = 0) -> TabularData:
 @pytest.fixture
 def table(schema) -> TabularData:
     return make_table(schema, 64)
+
+
+@pytest.fixture
+def one_thread():
+    """Tiny convolutions: one thread avoids OpenMP spin-waiting on a shared 2-core machine (50x there)."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)

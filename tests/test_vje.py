@@ -15,13 +15,7 @@ from pyro_jepa.models import VJE, SimSiam, SimSiamConfig, VICReg, VICRegConfig, 
 from pyro_jepa.train import TrainConfig, fit
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    """Tiny convolutions: one thread avoids OpenMP spin-waiting on a shared 2-core machine (50x here)."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def polar_t(d: int, batch: tuple[int, ...] = (4,), scale: float = 0.5, df: float = 3.0, seed: int = 0) -> PolarStudentT:
