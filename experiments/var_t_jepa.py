@@ -67,6 +67,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         "--alpha",
         help="override final loss weights, e.g. 'rec=1,gen=1,kl_s_x=1,kl_z=1,kl_s_y=1' (all 1 = the plain ELBO)",
     )
+    model.add_argument("--amp", choices=("none", "bf16"), default="none",
+                       help="bf16: run the networks under bfloat16 autocast (log-densities and KLs stay float32); for GPUs")
     model.add_argument("--select", choices=("probe", "loss"), default="probe", help="best-epoch criterion on the validation split")
     evaluation = p.add_argument_group("evaluation")
     evaluation.add_argument("--predictors", default="mlp,xgboost", help="comma-separated downstream predictors")
@@ -183,6 +185,7 @@ def run(args: argparse.Namespace, argv: list[str] | None, rank: distributed.Dist
         seed=args.seed,
         device=str(device),
         select=args.select,
+        amp=args.amp,
         progress=not args.no_progress,
         **{k: v for k, v in {"epochs": args.epochs, "batch_size": args.batch_size, "lr": args.lr}.items() if v is not None},
     )

@@ -50,8 +50,11 @@ class TrainConfig:
     seed: int = 0
     device: str = "auto"
     progress: bool = True
+    amp: str = "none"  # "bf16": networks under bfloat16 autocast; log-densities and KLs stay float32
 
     def __post_init__(self) -> None:
+        if self.amp not in ("none", "bf16"):
+            raise ValueError(f"amp must be 'none' or 'bf16', got {self.amp!r}")
         if self.select not in ("probe", "loss"):
             raise ValueError(f"select must be 'probe' or 'loss', got {self.select!r}")
         if self.epochs < 1 or self.batch_size < 2:
@@ -258,7 +261,8 @@ def fit(
                 lr = learning_rate(step, total_steps, warmup_steps, config.lr, config.min_lr_ratio)
                 for group in optimizer.param_groups:
                     group["lr"] = lr
-                loss = net(train.rows[distributed.shard(batch, rank)], step)
+                with torch.autocast(device.type, dtype=torch.bfloat16, enabled=config.amp == "bf16"):
+                    loss = net(train.rows[distributed.shard(batch, rank)], step)
                 optimizer.zero_grad(set_to_none=True)
                 loss.backward()
                 grad_norm = torch.nn.utils.clip_grad_norm_(method.parameters(), config.grad_clip)

@@ -136,3 +136,23 @@ def test_resume_with_other_settings_gives_a_clear_error(schema, splits, tmp_path
     with pytest.raises(CheckpointError, match="different settings.*--overwrite"):
         fit(bigger, *splits, TrainConfig(epochs=2, batch_size=32, progress=False), tmp_path, resume=True)
     assert (tmp_path / "last.pt").read_bytes() == before
+
+
+def test_bf16_autocast_keeps_log_densities_in_float32(schema, splits, tmp_path):
+    import pyro
+
+    torch.manual_seed(0)
+    method = VarTJEPA(schema, SMALL)
+    rows = splits[0].rows[:32]
+    pyro.set_rng_seed(4)
+    full = method.loss(rows, 100)
+    pyro.set_rng_seed(4)
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        mixed = method.loss(rows, 100)
+        loc, scale = method.context_head(method.context_encoder(rows))
+    assert mixed.dtype == torch.float32 and loc.dtype == scale.dtype == torch.float32
+    assert float(mixed) == pytest.approx(float(full), rel=0.05)
+    result = fit(method, *splits, TrainConfig(epochs=1, batch_size=32, progress=False, amp="bf16"), tmp_path)
+    assert math.isfinite(result.history[0]["train_loss"])
+    with pytest.raises(ValueError, match="amp"):
+        TrainConfig(amp="fp8")

@@ -35,7 +35,8 @@ class GaussianHead(nn.Module):
     """Linear map to the mean and log-variance of a diagonal Gaussian.
 
     The log-variance is clamped to [-12, 8] so exp() can neither underflow to a zero scale nor
-    overflow in early, unstable steps.
+    overflow in early, unstable steps. Outputs are float32 even under bf16 autocast, so every
+    distribution built from them computes its log-density and KL in float32.
     """
 
     def __init__(self, dim_in: int, dim_out: int) -> None:
@@ -45,7 +46,7 @@ class GaussianHead(nn.Module):
 
     def forward(self, h: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """Return ``(loc, scale)``."""
-        return self.loc(h), torch.exp(0.5 * self.logvar(h).clamp(-12.0, 8.0))
+        return self.loc(h).float(), torch.exp(0.5 * self.logvar(h).float().clamp(-12.0, 8.0))
 
 
 class FeatureTokenizer(nn.Module):
@@ -115,7 +116,8 @@ class TabularDecoder(nn.Module):
         h_num, h_cat = latents[..., : self.n_numerical, :], latents[..., self.n_numerical :, :]
         loc = torch.einsum("...jd,jd->...j", h_num, self.num_weight) + self.num_bias
         logits = torch.einsum("...jd,jdc->...jc", h_cat, self.cat_weight) + self.cat_bias
-        return loc, logits.masked_fill(~self.cat_valid, -1e4)
+        # float32 so likelihoods are computed in full precision under bf16 autocast.
+        return loc.float(), logits.float().masked_fill(~self.cat_valid, -1e4)
 
 
 def gather_tokens(tokens: torch.Tensor, index: torch.Tensor) -> torch.Tensor:
