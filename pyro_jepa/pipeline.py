@@ -115,7 +115,8 @@ def plot_training_curves(histories: dict[str, list[dict]], path: Path) -> None:
     axes[1].set(title="validation ELBO terms (unweighted)", xlabel="epoch", yscale="symlog")
     axes[2].set(title="validation probe accuracy", xlabel="epoch")
     for ax in axes:
-        ax.legend(fontsize=7)
+        if ax.get_legend_handles_labels()[0]:
+            ax.legend(fontsize=7)
     fig.tight_layout()
     fig.savefig(path, dpi=120)
     plt.close(fig)

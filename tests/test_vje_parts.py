@@ -50,7 +50,11 @@ def test_fashion_mnist_idx_reader(tmp_path):
     assert torch.equal(train.rows[:, 0], train.rows[:, 2])  # gray repeated to 3 channels
 
 
-def test_missing_datasets_give_clear_offline_errors(tmp_path):
+def test_missing_datasets_give_clear_offline_errors(tmp_path, monkeypatch):
+    import pyro_jepa.data.images as images
+
+    # Only folders under tmp_path: the Debian package's system folder may exist on this machine.
+    monkeypatch.setattr(images, "FASHION_DIRS", tuple(d for d in images.FASHION_DIRS if not d.startswith("/")))
     with pytest.raises(DatasetNotFoundError, match="could not be downloaded"):
         load_images("cifar100", tmp_path, download=False)
     with pytest.raises(DatasetNotFoundError, match="dataset-fashion-mnist"):

@@ -107,7 +107,7 @@ def read_idx(path: str | os.PathLike[str]) -> np.ndarray:
 
 FASHION_CLASSES = ("T-shirt/top", "Trouser", "Pullover", "Dress", "Coat", "Sandal", "Shirt", "Sneaker", "Bag", "Ankle boot")
 # Where the Debian package `dataset-fashion-mnist` and torchvision's folder layout put the files.
-FASHION_DIRS = ("", "fashion-mnist", "FashionMNIST/raw", "/usr/share/dataset-fashion-mnist", "/usr/share/fashion-mnist")
+FASHION_DIRS = ("", "fashion-mnist", "FashionMNIST/raw", "/usr/share/datasets/fashion-mnist")
 
 
 def load_fashion_mnist(data_dir: str | os.PathLike[str] | None) -> tuple[ImageData, ImageData]:
