@@ -14,7 +14,6 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from ..data.masks import MaskCollator
 from ..data.tabular import TabularSchema
 from ..nn import gather_tokens
 from .base import SSLMethod, to_device
@@ -35,7 +34,7 @@ class TJEPA(SSLMethod):
         self.target_encoder = copy.deepcopy(self.context_encoder).requires_grad_(False)
         self.predictor = MaskedPredictor(self.n_features, config, conditioned=False, n_aux=config.n_aux)
         self.predictor_head = nn.Linear(config.pred_dim, config.dim)
-        self.masks = MaskCollator(self.n_features, config.context_ratio, config.target_ratio, config.n_targets, seed)
+        self.masks = config.mask_collator(self.n_features, seed)
 
     def _mse(self, rows: torch.Tensor, context: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
         with torch.no_grad():
@@ -49,7 +48,7 @@ class TJEPA(SSLMethod):
 
     @torch.no_grad()
     def diagnostics(self, rows: torch.Tensor, step: int) -> dict[str, float]:
-        collator = MaskCollator(self.n_features, self.config.context_ratio, self.config.target_ratio, self.config.n_targets, EVAL_MASK_SEED)
+        collator = self.config.mask_collator(self.n_features, EVAL_MASK_SEED)
         total = 0.0
         for chunk in rows.split(EVAL_CHUNK):
             masks = collator(chunk.shape[0], chunk.device)

@@ -7,6 +7,7 @@ from dataclasses import dataclass, field
 import torch
 from torch import nn
 
+from ..data.masks import MaskCollator
 from ..data.tabular import TabularSchema
 from ..nn import FeatureTokenizer, gather_tokens, transformer
 from .var_jepa import LossWeights
@@ -55,6 +56,10 @@ class TabularJEPAConfig:
         self.context_ratio = tuple(self.context_ratio)
         self.target_ratio = tuple(self.target_ratio)
         self.ema = tuple(self.ema)
+
+    def mask_collator(self, n_features: int, seed: int) -> MaskCollator:
+        """The collator for this config's mask ratios and K, seeded."""
+        return MaskCollator(n_features, self.context_ratio, self.target_ratio, self.n_targets, seed)
 
 
 class TokenEncoder(nn.Module):

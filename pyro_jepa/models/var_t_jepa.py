@@ -28,7 +28,6 @@ import pyro.distributions as dist
 import torch
 from torch import nn
 
-from ..data.masks import MaskCollator
 from ..data.tabular import TabularSchema
 from ..distributions import MixedTabular
 from ..nn import AttentionPooling, GaussianHead, TabularDecoder, mlp, scatter_tokens
@@ -76,7 +75,7 @@ class VarTJEPA(VarJEPA):
 
         self.weights = config.weights
         self.elbo = (SyncFreeTraceMeanField_ELBO if config.elbo == "meanfield" else SyncFreeTrace_ELBO)(max_plate_nesting=1)
-        self.masks = MaskCollator(self.n_features, config.context_ratio, config.target_ratio, config.n_targets, seed)
+        self.masks = config.mask_collator(self.n_features, seed)
 
     # -- networks shared by the guide and the embedding path ----------------------------------
     def target_params(self, rows: torch.Tensor, pooled: torch.Tensor, z: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
@@ -146,7 +145,7 @@ class VarTJEPA(VarJEPA):
 
     @torch.no_grad()
     def diagnostics(self, rows: torch.Tensor, step: int) -> dict[str, float]:
-        collator = MaskCollator(self.n_features, self.config.context_ratio, self.config.target_ratio, self.config.n_targets, EVAL_MASK_SEED)
+        collator = self.config.mask_collator(self.n_features, EVAL_MASK_SEED)
         weights = self.weights.at(step)
         totals = dict.fromkeys((*TERMS, "loss"), 0.0)
         for chunk in rows.split(EVAL_CHUNK):
