@@ -22,7 +22,6 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import torch
-from scipy.stats import spearmanr
 
 from pyro_jepa import distributed
 from pyro_jepa.data import DATASETS, load_dataset
@@ -32,7 +31,6 @@ from pyro_jepa.pipeline import (
     METHODS,
     RunFolderExistsError,
     plot_training_curves,
-    plot_uncertainty,
     prepare_run_dir,
     pretrain,
     representations,
@@ -41,7 +39,7 @@ from pyro_jepa.pipeline import (
 )
 from pyro_jepa.presets import PRESETS, make_preset
 from pyro_jepa.train import CheckpointError, resolve_device
-from pyro_jepa.uncertainty import plot_forest, sample_latents, summarize, to_inference_data
+from pyro_jepa.uncertainty import plot_forest, plot_uncertainty, sample_latents, spearman, summarize, to_inference_data
 
 METHOD_LABELS = {"var-t-jepa": "Var-T-JEPA", "t-jepa": "T-JEPA"}
 
@@ -245,7 +243,7 @@ def run(args: argparse.Namespace, argv: list[str] | None, rank: distributed.Dist
         if unc is not None:
             uncertainty[label] = unc["test"]
             if splits.test.ambiguity is not None:
-                rho = spearmanr(unc["test"], splits.test.ambiguity.cpu().numpy()).statistic
+                rho = spearman(unc["test"], splits.test.ambiguity.cpu().numpy())
                 metrics["methods"][label]["spearman_uncertainty_vs_true_ambiguity"] = float(rho)
 
     if not rank.is_main:
@@ -254,6 +252,7 @@ def run(args: argparse.Namespace, argv: list[str] | None, rank: distributed.Dist
     results = evaluate_embeddings(
         features, y["train"], y["val"], y["test"], schema.n_classes, predictors=args.predictors,
         config=downstream_config, seed=args.seed, uncertainty=uncertainty, device=str(device),
+        token_sizes={"raw features": schema.raw_token_sizes},
     )
     results.insert(0, "dataset", dataset)
     results.to_csv(out / "results.csv", index=False)

@@ -120,27 +120,3 @@ def plot_training_curves(histories: dict[str, list[dict]], path: Path) -> None:
     fig.tight_layout()
     fig.savefig(path, dpi=120)
     plt.close(fig)
-
-
-def plot_uncertainty(uncertainty: np.ndarray, labels: np.ndarray, classes: tuple[str, ...], ambiguity: np.ndarray | None, path: Path) -> None:
-    """Histogram of row uncertainty per class, and against ground-truth ambiguity when it is known."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    panels = 2 if ambiguity is not None else 1
-    fig, axes = plt.subplots(1, panels, figsize=(5.5 * panels, 4), squeeze=False)
-    ax = axes[0, 0]
-    bins = np.linspace(uncertainty.min(), uncertainty.max(), 40)
-    for class_id, name in enumerate(classes):
-        ax.hist(uncertainty[labels == class_id], bins=bins, alpha=0.5, density=True, label=str(name))
-    ax.set(title="test rows: latent uncertainty by class", xlabel="row uncertainty", ylabel="density")
-    ax.legend(fontsize=7)
-    if ambiguity is not None:
-        ax = axes[0, 1]
-        ax.scatter(ambiguity, uncertainty, s=3, alpha=0.4)
-        ax.set(title="latent uncertainty vs true ambiguity u", xlabel="u (ground truth)", ylabel="row uncertainty")
-    fig.tight_layout()
-    fig.savefig(path, dpi=120)
-    plt.close(fig)

@@ -26,6 +26,8 @@ PAPER_TABLE7 = {
 PAPER_EPOCHS = 200
 # Datasets without a Table 7 row (user CSVs) use the Adult row, the paper's "default" setting.
 PAPER_FALLBACK = "adult"
+# Datasets that take another dataset's Table 7 row.
+SETTINGS_OF = {"mnist-7x7": "mnist"}
 # The paper aggregates posterior stds by their 90th percentile on MNIST and SIM, by the mean elsewhere.
 Q90_DATASETS = ("mnist", "sim")
 
@@ -34,7 +36,7 @@ PRESETS = ("cpu", "paper")
 
 def _paper(dataset: str) -> tuple[TabularJEPAConfig, TrainConfig, tuple[int, int, int]]:
     (batch, lr, warm, ctx, trg, d, depth, heads, ff, drop, lp, hp, ffp, dropp, kl, anneal, a_rec, a_gen) = PAPER_TABLE7.get(
-        dataset, PAPER_TABLE7[PAPER_FALLBACK]
+        SETTINGS_OF.get(dataset, dataset), PAPER_TABLE7[PAPER_FALLBACK]
     )
     model = TabularJEPAConfig(
         dim=d, depth=depth, heads=heads, ff=ff, dropout=drop, pred_dim=lp, pred_heads=hp, pred_ff=ffp, pred_dropout=dropp,
@@ -67,5 +69,5 @@ def make_preset(name: str, dataset: str, n_train: int) -> tuple[TabularJEPAConfi
         anneal_z=anneal_epochs[1] * steps_per_epoch,
         anneal_s_y=anneal_epochs[2] * steps_per_epoch,
     )
-    uncertainty = "q90" if dataset in Q90_DATASETS else "mean"
+    uncertainty = "q90" if SETTINGS_OF.get(dataset, dataset) in Q90_DATASETS else "mean"
     return replace(model, weights=weights, uncertainty=uncertainty), train

@@ -276,6 +276,7 @@ def test_resolve_data_dir(tmp_path, monkeypatch):
         ("covertype", 10_000, 54, 0, 7),
         ("electricity", 45_312, 7, 1, 2),
         ("mnist", 10_000, 784, 0, 10),
+        ("mnist-7x7", 10_000, 49, 0, 10),
     ],
 )
 def test_real_datasets(name, n_rows, n_num, n_cat, n_classes):
@@ -284,8 +285,21 @@ def test_real_datasets(name, n_rows, n_num, n_cat, n_classes):
     assert splits.name == name
     assert len(splits.train) + len(splits.val) + len(splits.test) == n_rows
     assert (schema.n_numerical, schema.n_categorical, schema.n_classes) == (n_num, n_cat, n_classes)
-    assert (splits.train.ambiguity is not None) == (name == "mnist")
+    assert (splits.train.ambiguity is not None) == name.startswith("mnist")
     assert torch.isfinite(splits.train.rows).all()
+
+
+@needs_shared
+def test_pooled_mnist_is_the_block_mean_of_the_corrupted_images():
+    from pyro_jepa.data.loaders import _read_named
+
+    path = SHARED_DATA / "mnist-10k" / DATASETS["mnist"].file
+    full, pooled = _read_named(DATASETS["mnist"], path), _read_named(DATASETS["mnist-7x7"], path)
+    images = full[list(DATASETS["mnist"].numerical)].to_numpy().reshape(-1, 28, 28)
+    # Pixel (1, 2) of the 7x7 image averages rows 4..7 and columns 8..11 of the 28x28 one.
+    np.testing.assert_allclose(pooled["p9"], images[:, 4:8, 8:12].mean((1, 2)), rtol=1e-5)
+    np.testing.assert_array_equal(pooled["u"], full["u"])
+    np.testing.assert_array_equal(pooled["label"], full["label"])
 
 
 @needs_shared
@@ -299,7 +313,7 @@ def test_adult_missing_marker_is_code_zero():
 @pytest.mark.parametrize("name", sorted(DATASETS))
 def test_shared_copies_match_registry_checksums(name):
     spec = DATASETS[name]
-    folder = "mnist-10k" if name == "mnist" else name
+    folder = "mnist-10k" if name.startswith("mnist") else name
     assert sha256_file(SHARED_DATA / folder / spec.file) == spec.sha256
 
 

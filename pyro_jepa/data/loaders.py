@@ -454,6 +454,9 @@ def _read_named(spec: DatasetSpec, path: Path) -> pd.DataFrame:
         with np.load(path) as z:
             pixels, labels = z["x"].reshape(len(z["x"]), -1), z["y"]
         x, u = corrupt_mnist(pixels, seed=GENERATION_SEED, lam=MNIST_CORRUPTION_LAMBDA)
+        if spec.image_pool > 1:
+            side, k = int(round(x.shape[1] ** 0.5)), spec.image_pool
+            x = x.reshape(len(x), side // k, k, side // k, k).mean((2, 4)).reshape(len(x), -1)
         df = pd.DataFrame(x, columns=list(spec.numerical or ()))
         df[spec.label] = labels
         df[spec.ambiguity] = u

@@ -60,6 +60,11 @@ class TabularSchema:
     def feature_names(self) -> tuple[str, ...]:
         return self.numerical + self.categorical
 
+    @property
+    def raw_token_sizes(self) -> tuple[int, ...]:
+        """Columns of each feature in `TabularData.raw_features`: 1 per numerical, the one-hot width per categorical."""
+        return (1,) * self.n_numerical + tuple(self.cardinalities)
+
 
 def split_packed(rows: torch.Tensor, n_numerical: int) -> tuple[torch.Tensor, torch.Tensor]:
     """Split packed rows ``(..., D)`` into numerical values and long category codes."""

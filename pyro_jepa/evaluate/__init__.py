@@ -12,13 +12,12 @@ from pyro_jepa.evaluate.downstream import (
     DownstreamConfig,
     NetworkPredictor,
     as_feature_matrix,
-    classification_metrics,
     evaluate_embeddings,
-    selective_metrics,
     train_mlp,
     train_network,
     train_xgboost,
 )
+from pyro_jepa.evaluate.metrics import classification_metrics
 from pyro_jepa.evaluate.networks import NETWORKS
 
 __all__ = [
@@ -33,7 +32,6 @@ __all__ = [
     "linear_probe_accuracy",
     "mean_cosine_similarity",
     "per_dimension_std",
-    "selective_metrics",
     "train_mlp",
     "train_network",
     "NETWORKS",

@@ -18,9 +18,10 @@ import numpy as np
 import pandas as pd
 import torch
 import xgboost
-from sklearn.metrics import accuracy_score, f1_score
 from torch import nn
 
+from ..uncertainty import selective_metrics
+from .metrics import classification_metrics
 from .networks import NETWORKS
 
 
@@ -41,6 +42,10 @@ class DownstreamConfig:
         xgb_depth: maximum tree depth.
         xgb_lr: boosting learning rate.
         n_jobs: XGBoost threads.
+        token_sizes: how the attention predictors (AutoInt, FT-Transformer) group input columns into
+            tokens, one per feature: None = one column each; `TabularSchema.raw_token_sizes` for raw
+            features with one-hot categories; ``(d,) * D`` for a JEPA's ``(N, D, d)`` embedding
+            (`evaluate_embeddings` sets it).
     """
 
     epochs: int = 50
@@ -55,6 +60,7 @@ class DownstreamConfig:
     xgb_depth: int = 3
     xgb_lr: float = 0.1
     n_jobs: int = 2
+    token_sizes: tuple[int, ...] | None = None
 
 
 def as_feature_matrix(x: np.ndarray | torch.Tensor) -> np.ndarray:
@@ -244,48 +250,6 @@ PREDICTORS: dict[str, Callable[..., object]] = {
 train_mlp = PREDICTORS["mlp"]
 
 
-def classification_metrics(y_true: np.ndarray, y_pred: np.ndarray) -> dict[str, float]:
-    """Accuracy and macro F1 (over the classes present in ``y_true`` or ``y_pred``)."""
-    return {
-        "accuracy": float(accuracy_score(y_true, y_pred)),
-        "macro_f1": float(f1_score(y_true, y_pred, average="macro", zero_division=0)),
-    }
-
-
-def selective_metrics(
-    y_true: np.ndarray,
-    y_pred: np.ndarray,
-    uncertainty: np.ndarray,
-    drop_fractions: Sequence[float] = (0.1, 0.2, 0.5),
-) -> dict[float, dict[str, float]]:
-    """Score the predictions left after dropping the most uncertain rows.
-
-    For each fraction ``f`` the ``round(f * n)`` rows with the highest ``uncertainty`` are dropped;
-    among equal uncertainties the lower index is dropped first, so the result is deterministic.
-
-    Returns:
-        ``{f: {"accuracy", "macro_f1", "coverage"}}`` where coverage is the kept fraction of rows.
-    """
-    y_true, y_pred = np.asarray(y_true), np.asarray(y_pred)
-    uncertainty = np.asarray(uncertainty, dtype=np.float64)
-    n = len(y_true)
-    if not (len(y_pred) == len(uncertainty) == n):
-        raise ValueError(f"length mismatch: {n} labels, {len(y_pred)} predictions, {len(uncertainty)} uncertainties")
-    if np.isnan(uncertainty).any():
-        raise ValueError("uncertainty contains NaN")
-    # Most uncertain first; lexsort's last key is primary, earlier keys break ties.
-    order = np.lexsort((np.arange(n), -uncertainty))
-    results: dict[float, dict[str, float]] = {}
-    for f in drop_fractions:
-        if not 0.0 <= f < 1.0:
-            raise ValueError(f"drop fractions must be in [0, 1), got {f}")
-        keep = np.sort(order[round(f * n) :])
-        if len(keep) == 0:
-            raise ValueError(f"dropping {f:.0%} of {n} rows leaves nothing to score")
-        results[f] = {**classification_metrics(y_true[keep], y_pred[keep]), "coverage": len(keep) / n}
-    return results
-
-
 def evaluate_embeddings(
     features: Mapping[str, tuple[np.ndarray, np.ndarray, np.ndarray]],
     y_train: np.ndarray,
@@ -298,16 +262,21 @@ def evaluate_embeddings(
     uncertainty: Mapping[str, np.ndarray] | None = None,
     drop_fractions: Sequence[float] = (0.1, 0.2, 0.5),
     device: str = "cpu",
+    token_sizes: Mapping[str, Sequence[int]] | None = None,
 ) -> pd.DataFrame:
     """Train each predictor on each representation and score it on the test split.
 
     Args:
         features: representation name -> (train, val, test) arrays, ``(N, F)`` or ``(N, D, d)``
-            (flattened before training).
+            (flattened before training; AutoInt and FT-Transformer get one token per feature, of
+            ``d`` values).
         y_train, y_val, y_test: integer labels ``0..n_classes-1``.
         predictors: keys of `PREDICTORS`.
         uncertainty: representation name -> per-test-row uncertainty ``(n_test,)``; representations
             listed here also get selective rows, one per entry of ``drop_fractions``.
+        token_sizes: representation name -> columns per feature token of the attention predictors
+            (e.g. ``schema.raw_token_sizes`` for raw features); ``(N, D, d)`` arrays default to
+            ``(d,) * D``, anything else to one token per column.
 
     Returns:
         One row per (predictor, representation, drop) with columns ``predictor``, ``representation``,
@@ -326,8 +295,10 @@ def evaluate_embeddings(
     rows: list[dict[str, object]] = []
     for predictor in predictors:
         for name, (x_tr, x_va, x_te) in features.items():
+            sizes = (token_sizes or {}).get(name) or ((np.shape(x_tr)[2],) * np.shape(x_tr)[1] if np.ndim(x_tr) == 3 else None)
+            tokens = dataclasses.replace(config, token_sizes=None if sizes is None else tuple(sizes))
             model = PREDICTORS[predictor](
-                as_feature_matrix(x_tr), y_train, as_feature_matrix(x_va), y_val, n_classes, config, seed, device=device
+                as_feature_matrix(x_tr), y_train, as_feature_matrix(x_va), y_val, n_classes, tokens, seed, device=device
             )
             y_pred = model.predict_proba(as_feature_matrix(x_te)).argmax(axis=1)
             scores = {0.0: {**classification_metrics(y_test, y_pred), "coverage": 1.0}}

@@ -1,6 +1,6 @@
 """The downstream networks of Var-JEPA App. D.6.4 (and T-JEPA's benchmark), on ``(N, F)`` inputs.
 
-MLP is written here; ResNet and FT-Transformer come from `rtdl_revisiting_models` (Gorishniy et
+The linear probe and the MLP are written here; ResNet and FT-Transformer come from `rtdl_revisiting_models` (Gorishniy et
 al. 2021, the implementations T-JEPA uses); DCNv2 and AutoInt are short modules below. Every
 builder has the signature ``(n_in, n_classes, config) -> nn.Module`` mapping inputs to logits.
 """
@@ -14,6 +14,11 @@ from torch import nn
 
 if TYPE_CHECKING:
     from .downstream import DownstreamConfig
+
+
+def linear(n_in: int, n_classes: int, config: DownstreamConfig) -> nn.Module:
+    """A linear probe (multinomial logistic regression on standardized inputs)."""
+    return nn.Linear(n_in, n_classes)
 
 
 def mlp(n_in: int, n_classes: int, config: DownstreamConfig) -> nn.Module:
@@ -70,21 +75,47 @@ def dcnv2(n_in: int, n_classes: int, config: DownstreamConfig) -> nn.Module:
     return DCNv2(n_in, n_classes, n_cross=2, hidden=config.hidden, dropout=config.dropout)
 
 
+class FeatureTokens(nn.Module):
+    """One token per feature from ``(B, n_in)`` inputs whose columns come in groups of
+    ``token_sizes`` (default: one column each): a linear map of each group plus a per-token bias,
+    giving ``(B, len(token_sizes), d_token)``. A scalar group is the usual numerical tokenizer, a
+    one-hot group is a categorical embedding, a d-dim group a JEPA's per-feature embedding."""
+
+    def __init__(self, n_in: int, token_sizes: tuple[int, ...] | None, d_token: int) -> None:
+        super().__init__()
+        sizes = tuple(token_sizes) if token_sizes is not None else (1,) * n_in
+        if sum(sizes) != n_in or min(sizes) < 1:
+            raise ValueError(f"token sizes {sizes} do not partition {n_in} inputs")
+        self.n_tokens = len(sizes)
+        # Equal groups (embeddings) take a batched matmul; mixed groups a scatter-add.
+        self.width = sizes[0] if len(set(sizes)) == 1 else None
+        self.register_buffer("group", torch.repeat_interleave(torch.arange(len(sizes)), torch.tensor(sizes)), persistent=False)
+        self.weight = nn.Parameter(torch.randn(n_in, d_token) * d_token**-0.5)
+        self.bias = nn.Parameter(torch.zeros(self.n_tokens, d_token))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if self.width is not None:
+            weight = self.weight.reshape(self.n_tokens, self.width, -1)
+            return torch.einsum("btk,tkd->btd", x.reshape(x.shape[0], self.n_tokens, self.width), weight) + self.bias
+        tokens = x.new_zeros(x.shape[0], self.n_tokens, self.weight.shape[1])
+        return tokens.index_add(1, self.group, x.unsqueeze(-1) * self.weight) + self.bias
+
+
 class AutoInt(nn.Module):
     """AutoInt (Song et al. 2019): one token per input feature, self-attention interaction layers
-    with residual projections, flattened into a linear head."""
+    with residual projections, pooled into a linear head."""
 
-    def __init__(self, n_in: int, n_classes: int, d_token: int = 128, heads: int = 2, layers: int = 3) -> None:
+    def __init__(self, n_in: int, n_classes: int, d_token: int = 128, heads: int = 2, layers: int = 3,
+                 token_sizes: tuple[int, ...] | None = None) -> None:
         super().__init__()
-        self.weight = nn.Parameter(torch.randn(n_in, d_token) * d_token**-0.5)
-        self.bias = nn.Parameter(torch.zeros(n_in, d_token))
+        self.tokens = FeatureTokens(n_in, token_sizes, d_token)
         self.attention = nn.ModuleList(nn.MultiheadAttention(d_token, heads, batch_first=True) for _ in range(layers))
         self.residual = nn.ModuleList(nn.Linear(d_token, d_token, bias=False) for _ in range(layers))
         # Mean over tokens instead of flattening keeps the head small for thousands of inputs.
         self.head = nn.Linear(d_token, n_classes)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        h = x.unsqueeze(-1) * self.weight + self.bias
+        h = self.tokens(x)
         for attention, residual in zip(self.attention, self.residual):
             h = torch.relu(attention(h, h, h, need_weights=False)[0] + residual(h))
         return self.head(h.mean(1))
@@ -92,7 +123,7 @@ class AutoInt(nn.Module):
 
 def autoint(n_in: int, n_classes: int, config: DownstreamConfig) -> nn.Module:
     """Paper: token dim 128, 2 heads, 3 layers."""
-    return AutoInt(n_in, n_classes, d_token=128, heads=2, layers=3)
+    return AutoInt(n_in, n_classes, d_token=128, heads=2, layers=3, token_sizes=config.token_sizes)
 
 
 class ContinuousOnly(nn.Module):
@@ -107,14 +138,19 @@ class ContinuousOnly(nn.Module):
 
 
 def ft_transformer(n_in: int, n_classes: int, config: DownstreamConfig) -> nn.Module:
-    """FT-Transformer with rtdl's default ("standard") architecture, all inputs continuous."""
+    """FT-Transformer with rtdl's default ("standard") architecture, all inputs continuous, one token per feature."""
     from rtdl_revisiting_models import FTTransformer
 
     kwargs = FTTransformer.get_default_kwargs()
-    return ContinuousOnly(FTTransformer(n_cont_features=n_in, cat_cardinalities=[], d_out=n_classes, **kwargs))
+    tokens = FeatureTokens(n_in, config.token_sizes, kwargs["d_block"])
+    model = FTTransformer(n_cont_features=tokens.n_tokens, cat_cardinalities=[], d_out=n_classes, **kwargs)
+    if config.token_sizes is not None:  # rtdl embeds scalars; grouped columns get one token per group instead
+        model.cont_embeddings = tokens
+    return ContinuousOnly(model)
 
 
 NETWORKS = {
+    "linear": linear,
     "mlp": mlp,
     "resnet": resnet,
     "dcnv2": dcnv2,

@@ -36,11 +36,32 @@ class TJEPA(SSLMethod):
         self.predictor_head = nn.Linear(config.pred_dim, config.dim)
         self.masks = config.mask_collator(self.n_features, seed)
 
-    def _mse(self, rows: torch.Tensor, context: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+    def _squared_errors(self, rows: torch.Tensor, context: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+        """``(B, K, M_trg, dim)`` squared errors of the predictions against the target encoder."""
         with torch.no_grad():
             goal = gather_tokens(self.target_encoder(rows), target)
         prediction = self.predictor_head(self.predictor(self.context_encoder(rows, index=context), context, target))
-        return F.mse_loss(prediction, goal)
+        return (prediction - goal) ** 2
+
+    def _mse(self, rows: torch.Tensor, context: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+        return self._squared_errors(rows, context, target).mean()
+
+    @torch.no_grad()
+    def prediction_error(self, rows: torch.Tensor, n_masks: int = 8, seed: int = EVAL_MASK_SEED) -> torch.Tensor:
+        """Per-row mean squared prediction error over ``n_masks`` seeded mask draws, ``(N,)``.
+
+        T-JEPA has no posterior; how badly its predictor guesses a row's hidden features is the
+        natural uncertainty score to compare Var-T-JEPA's latent uncertainty with.
+        """
+        collator = self.config.mask_collator(self.n_features, seed)
+        errors = []
+        for chunk in rows.split(EVAL_CHUNK):
+            total = torch.zeros(chunk.shape[0], device=chunk.device)
+            for _ in range(n_masks):
+                masks = collator(chunk.shape[0], chunk.device)
+                total += self._squared_errors(chunk, masks.context, masks.target).mean((1, 2, 3))
+            errors.append(total / n_masks)
+        return torch.cat(errors)
 
     def loss(self, rows: torch.Tensor, step: int) -> torch.Tensor:
         masks = self.masks(rows.shape[0])
