@@ -160,6 +160,30 @@ def paper_lookup() -> pd.DataFrame:
     return paper.pivot_table(index=["dataset", "predictor", "representation", "drop"], columns="metric", values="mean")
 
 
+def pretraining_diagnostics(args, datasets: list[str]) -> list[str]:
+    """Per pre-training run: best epoch, collapse diagnostics of the test embeddings and, for
+    Var-T-JEPA, the validation ELBO terms at the chosen epoch (from its history.csv)."""
+    lines = ["## Pre-training diagnostics", "",
+             "Per pre-training run: the epoch chosen on the validation split, collapse diagnostics of the test embeddings "
+             "(per-dimension std, effective rank of D·d dims, mean pairwise cosine) and Var-T-JEPA's unweighted validation "
+             "ELBO terms at that epoch (per row, normalized as in docs/elbo.md).", "",
+             "| dataset | method | seed | best epoch / epochs | mean std | eff. rank (ratio) | mean cosine | rec | gen | KL s_x | KL z | KL s_y |",
+             "|---|---|---|---|---|---|---|---|---|---|---|---|"]
+    for run in read_jsonl(args.out / "pretrain.jsonl"):
+        if run["dataset"] not in datasets or run["seed"] >= args.pretrain_seeds:
+            continue
+        c = run["collapse_test"]
+        terms = ["–"] * 5
+        history = args.out / "checkpoints" / run["dataset"] / f"{run['method']}-seed{run['seed']}" / "history.csv"
+        if run["method"] == "var-t-jepa" and history.exists():
+            best = pd.read_csv(history).set_index("epoch").loc[run["best_epoch"]]
+            terms = [f"{best[f'val_{t}']:.3g}" for t in ("rec", "gen", "kl_s_x", "kl_z", "kl_s_y")]
+        lines.append(f"| {run['dataset']} | {METHODS[run['method']]} | {run['seed']} | {run['best_epoch']} / {run['epochs']} "
+                     f"| {c['mean_std']:.3f} | {c['effective_rank']:.0f} ({c['effective_rank_ratio']:.2f}) | {c['mean_cosine']:.2f} | "
+                     + " | ".join(terms) + " |")
+    return lines
+
+
 def report(args, runs: pd.DataFrame, timing: dict, command: str) -> str:
     summary = summarize_runs(runs)
     summary.to_csv(args.out / "summary.csv", index=False)
@@ -213,6 +237,8 @@ def report(args, runs: pd.DataFrame, timing: dict, command: str) -> str:
         if len(v):
             best = v.loc[v["accuracy_mean"].idxmax()]
             lines.append(f"| {dataset} | {t:.3f} | {best['accuracy_mean']:.3f} ({best['predictor']}) | {best['accuracy_mean'] - t:+.3f} |")
+    lines += ["", *pretraining_diagnostics(args, list(summary["dataset"].unique())), "",
+              "What these numbers say and why: [tabular_notes.md](tabular_notes.md) (written by hand, not by this script)."]
     return "\n".join(lines) + "\n"
 
 

@@ -9,8 +9,10 @@ by several uncertainty scores:
 
 * Var-T-JEPA latent uncertainty: the posterior stds of s_w aggregated by their 90th percentile
   (the paper's choice for these datasets), their mean, and the entropy of the diagonal Gaussian;
+* Var-T-JEPA's learned conditional prior (the predictor): its std at hidden features;
 * T-JEPA, which has no posterior: the predictor's squared error on its own masked-feature task;
-* for reference, the probe's predictive entropy (it uses the labels, the latent scores do not).
+* for reference, the probe's predictive entropy (it uses the labels, the latent scores do not),
+  and a label-free score on raw features: the k-means margin (nearest over second-nearest centre).
 
 For each score: AURC of abstaining by it (risk = the probe's test error), Spearman with u, and
 ROC AUC for detecting u >= q75, beside the paper's numbers. Writes ``results.csv``,
@@ -32,6 +34,8 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import torch
+from sklearn.cluster import KMeans
+from sklearn.preprocessing import StandardScaler
 
 from pyro_jepa.data import load_dataset
 from pyro_jepa.evaluate import PREDICTORS, DownstreamConfig
@@ -80,6 +84,25 @@ def probe_errors(features: dict[str, np.ndarray], y: dict[str, np.ndarray], n_cl
     return errors, -(proba * np.log(np.clip(proba, 1e-12, None))).sum(1)
 
 
+def kmeans_margin(raw: dict[str, np.ndarray], k: int, seed: int) -> np.ndarray:
+    """A label-free ambiguity score on raw features: distance to the nearest of k training-set
+    k-means centres over the distance to the second nearest (1 = exactly between two clusters)."""
+    scaler = StandardScaler().fit(raw["train"])
+    kmeans = KMeans(k, n_init=5, random_state=seed).fit(scaler.transform(raw["train"]))
+    distances = np.sort(kmeans.transform(scaler.transform(raw["test"])), axis=1)
+    return distances[:, 0] / np.maximum(distances[:, 1], 1e-12)
+
+
+def max_abs_entry_spearman(scale: np.ndarray, ambiguity: np.ndarray) -> float:
+    """The largest |Spearman| between u and any single posterior-std entry ``scale[:, j]``: no
+    aggregate of the entries can track u if none of them does."""
+    ranks = pd.DataFrame(scale).rank().to_numpy()
+    ranks = (ranks - ranks.mean(0)) / np.maximum(ranks.std(0), 1e-12)
+    u = pd.Series(ambiguity).rank().to_numpy()
+    u = (u - u.mean()) / u.std()
+    return float(np.abs(ranks.T @ u / len(u)).max())
+
+
 def run_dataset(args: argparse.Namespace, name: str, device: str) -> tuple[pd.DataFrame, dict]:
     started = time.perf_counter()
     splits = load_dataset(name, data_dir=args.data_dir, seed=args.seed, max_rows=args.max_rows)
@@ -99,17 +122,25 @@ def run_dataset(args: argparse.Namespace, name: str, device: str) -> tuple[pd.Da
         model, fit = pretrain(method, splits, model_config, train_config, args.out / "checkpoints" / name / method, resume=True)
         model.eval()
         errors, entropy = probe_errors(representations(model, splits), y, splits.schema.n_classes, probe_config, args.seed, device)
-        info[label] = {"pretrain_seconds": fit.seconds, "best_epoch": fit.best_epoch, "probe_accuracy": 1 - errors.mean()}
+        # Summed over the epochs in the history, so a resumed run reports its whole training time.
+        seconds = sum(row["seconds"] for row in fit.history)
+        info[label] = {"pretrain_seconds": seconds, "best_epoch": fit.best_epoch, "probe_accuracy": 1 - errors.mean()}
         if method == "var-t-jepa":
             scale = model.uncertainty(test_rows)
             for how in SCORES:
                 score = row_uncertainty(scale, how).cpu().numpy()
                 scores[(label, f"posterior std, {how}" + (" (paper)" if how == PAPER_SCORE else ""))] = (score, errors)
+            prior = model.prior_uncertainty(test_rows, n_masks=args.masks).cpu().numpy()
+            scores[(label, "conditional-prior std")] = (prior, errors)
+            info[label]["max_abs_entry_spearman"] = max_abs_entry_spearman(scale.flatten(1).cpu().numpy(), u)
             paper_score = row_uncertainty(scale, PAPER_SCORE).cpu().numpy()
             plot_uncertainty(paper_score, y["test"], splits.schema.classes, u, args.out / f"uncertainty_by_class_{name}.png")
         else:
             scores[(label, "predictor error")] = (model.prediction_error(test_rows, n_masks=args.masks).cpu().numpy(), errors)
         scores[(label, "probe entropy (uses labels)")] = (entropy, errors)
+    raw = {s: getattr(splits, s).raw_features() for s in ("train", "val", "test")}
+    errors, _ = probe_errors(raw, y, splits.schema.n_classes, probe_config, args.seed, device)
+    scores[("raw features", "k-means margin")] = (kmeans_margin(raw, splits.schema.n_classes, args.seed), errors)
 
     rows = []
     for (representation, score_name), (score, errors) in scores.items():
@@ -147,8 +178,11 @@ def report(args, results: pd.DataFrame, infos: dict, command: str, device: str) 
             "",
             f"{info['rows']['train']}/{info['rows']['val']}/{info['rows']['test']} train/val/test rows; preset `{args.preset}` "
             f"(d = {info['model'].dim}, {info['model'].depth} layers, {train.epochs} epochs, batch {train.batch_size}); "
-            f"wall time {info['seconds']:.0f} s. Linear-probe test accuracy: Var-T-JEPA {info['Var-T-JEPA']['probe_accuracy']:.3f}, "
-            f"T-JEPA {info['T-JEPA']['probe_accuracy']:.3f}.",
+            f"pre-training {info['Var-T-JEPA']['pretrain_seconds']:.0f} s (Var-T-JEPA, best epoch {info['Var-T-JEPA']['best_epoch']}) "
+            f"and {info['T-JEPA']['pretrain_seconds']:.0f} s (T-JEPA, best epoch {info['T-JEPA']['best_epoch']}); this invocation "
+            f"{info['seconds']:.0f} s in all. Linear-probe test accuracy: Var-T-JEPA "
+            f"{info['Var-T-JEPA']['probe_accuracy']:.3f}, T-JEPA {info['T-JEPA']['probe_accuracy']:.3f}. The single posterior-std "
+            f"entry that tracks u best reaches |Spearman| {info['Var-T-JEPA']['max_abs_entry_spearman']:.3f}.",
             "",
             "| representation | uncertainty score | AURC | paper | oracle AURC | Spearman(score, u) | paper | ROC AUC (u ≥ q75) | paper |",
             "|---|---|---|---|---|---|---|---|---|",
@@ -160,6 +194,8 @@ def report(args, results: pd.DataFrame, infos: dict, command: str, device: str) 
             lines.append(f"| {r['representation']} | {r['score']} | {r['aurc']:.3f} | {ref['aurc']} | {r['oracle_aurc']:.3f} "
                          f"| {r['spearman']:.3f} | {ref['spearman']} | {r['roc_auc']:.3f} | {ref['roc_auc']} |")
         lines += ["", f"![Figure 3 for {name}](uncertainty_figure3_{name}.png)", ""]
+    lines += ["What these numbers say, the ablations and what is left open: "
+              "[uncertainty_notes.md](uncertainty_notes.md) (written by hand, not by this script)."]
     return "\n".join(lines) + "\n"
 
 

@@ -39,7 +39,7 @@ from pyro_jepa.pipeline import (
 )
 from pyro_jepa.presets import PRESETS, make_preset
 from pyro_jepa.train import CheckpointError, resolve_device
-from pyro_jepa.uncertainty import plot_forest, plot_uncertainty, sample_latents, spearman, summarize, to_inference_data
+from pyro_jepa.uncertainty import SCORES, plot_forest, plot_uncertainty, sample_latents, spearman, summarize, to_inference_data
 
 METHOD_LABELS = {"var-t-jepa": "Var-T-JEPA", "t-jepa": "T-JEPA"}
 
@@ -71,7 +71,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     evaluation = p.add_argument_group("evaluation")
     evaluation.add_argument("--predictors", default="mlp,xgboost", help="comma-separated downstream predictors")
     evaluation.add_argument("--downstream-epochs", type=int, default=50, help="max epochs of the downstream MLP")
-    evaluation.add_argument("--uncertainty", choices=("mean", "q90"), help="row aggregate of posterior stds (default: the paper's per dataset)")
+    evaluation.add_argument("--uncertainty", choices=SCORES, help="row aggregate of posterior stds (default: the paper's per dataset)")
     evaluation.add_argument("--posterior-samples", type=int, default=200, help="guide samples per row for the arviz summary")
     evaluation.add_argument("--posterior-rows", type=int, default=4, help="test rows summarized in arviz")
     run = p.add_argument_group("run")

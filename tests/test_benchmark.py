@@ -1,8 +1,9 @@
-"""The tabular benchmark script on a tiny budget: report, machine-readable files, resume."""
+"""The benchmark scripts on a tiny budget: reports, machine-readable files, resume."""
 
 import json
 
 import pandas as pd
+import pytest
 
 from tests.test_experiment import load_script
 
@@ -23,6 +24,8 @@ def test_benchmark_writes_report_and_resumes_without_recomputing(tmp_path):
     assert {r["drop"] for r in records if r["representation"] == "Var-T-JEPA"} == {0.0, 0.1, 0.2, 0.5}
     text = report.read_text()
     assert "## sim" in text and "Var-T-JEPA ≥ T-JEPA (accuracy)" in text and "paper" in text
+    var_row = next(line for line in text.splitlines() if line.startswith("| sim | Var-T-JEPA | 0 |"))
+    assert float(var_row.split("|")[-2]) > 0  # KL s_y at the chosen epoch, from the run's history.csv
     summary = pd.read_csv(report.with_suffix(".csv"))
     assert (summary.loc[summary["drop"] == 0, "runs"].isin([1, 2])).all()
     embeddings = sorted(p.name for p in (out / "embeddings" / "sim").iterdir())
@@ -32,3 +35,41 @@ def test_benchmark_writes_report_and_resumes_without_recomputing(tmp_path):
     assert script.main(argv) == 0
     assert (out / "runs.jsonl").read_text().splitlines() == runs, "finished cells were recomputed"
     assert (out / "embeddings" / "sim" / "var-t-jepa-seed0.npz").stat().st_mtime_ns == stamp
+
+
+def test_uncertainty_experiment_writes_figure3_table(tmp_path):
+    script = load_script("uncertainty")
+    out, report = tmp_path / "unc", tmp_path / "uncertainty.md"
+    argv = ["--datasets", "sim", "--max-rows", "300", "--epochs", "1", "--probe-epochs", "2", "--masks", "2",
+            "--out", str(out), "--report", str(report), "--no-progress"]
+    assert script.main(argv) == 0
+    results = pd.read_csv(out / "results.csv")
+    assert set(results["score"]) == {"posterior std, mean", "posterior std, q90 (paper)", "posterior std, entropy",
+                                     "conditional-prior std", "predictor error", "probe entropy (uses labels)", "k-means margin"}
+    assert results[["spearman"]].abs().le(1).all().all() and results[["roc_auc", "aurc"]].stack().between(0, 1).all()
+    # AURC can never beat the oracle ranking of the same probe's errors.
+    assert (results["aurc"] >= results["oracle_aurc"] - 1e-12).all()
+    assert (out / "figure3_sim.png").stat().st_size > 0 and (tmp_path / "uncertainty_figure3_sim.png").exists()
+    text = report.read_text()
+    assert "| Var-T-JEPA | posterior std, q90 (paper) |" in text and "0.640" in text  # the paper's SIM Spearman beside ours
+    config = json.loads((out / "config.json").read_text())
+    assert config["datasets"]["sim"]["rows"]["test"] == 60
+    assert 0 <= config["datasets"]["sim"]["Var-T-JEPA"]["max_abs_entry_spearman"] <= 1
+
+
+def test_uncertainty_experiment_helpers_by_hand():
+    import numpy as np
+    from scipy.stats import spearmanr
+
+    script = load_script("uncertainty")
+    rng = np.random.default_rng(0)
+    u = rng.uniform(size=200)
+    scale = np.stack([rng.normal(size=200), -u + 0.1 * rng.normal(size=200), u**2], axis=1)
+    expected = max(abs(spearmanr(scale[:, j], u).statistic) for j in range(3))
+    assert script.max_abs_entry_spearman(scale, u) == pytest.approx(expected, abs=1e-9)
+    assert expected == pytest.approx(1.0)  # u**2 is monotone in u
+    # Two tight clusters: rows at a centre have margin ~0, the midpoint margin 1.
+    centres = np.array([[-5.0, 0.0], [5.0, 0.0]])
+    train = np.concatenate([c + 0.01 * rng.normal(size=(50, 2)) for c in centres])
+    margin = script.kmeans_margin({"train": train, "test": np.array([[-5.0, 0.0], [0.0, 0.0]])}, 2, seed=0)
+    assert margin[0] < 0.01 and margin[1] == pytest.approx(1.0, abs=0.01)

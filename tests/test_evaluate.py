@@ -154,3 +154,15 @@ def test_evaluate_embeddings_rows() -> None:
     assert df.accuracy.between(0.0, 1.0).all() and df.macro_f1.between(0.0, 1.0).all()
     with pytest.raises(ValueError):
         evaluate_embeddings(features, y_tr, y_va, y_te, 3, predictors=("svm",), config=FAST)
+
+
+def test_tuned_xgboost_is_never_worse_than_default_on_validation_log_loss() -> None:
+    from sklearn.metrics import log_loss
+
+    rng = np.random.default_rng(0)
+    x = rng.normal(size=(500, 6)).astype(np.float32)
+    y = (x[:, 0] + 0.5 * x[:, 1] ** 2 + rng.normal(scale=0.8, size=500) > 0.5).astype(int)
+    x_tr, y_tr, x_va, y_va = x[:350], y[:350], x[350:], y[350:]
+    default = PREDICTORS["xgboost"](x_tr, y_tr, x_va, y_va, 2, FAST, seed=0)
+    tuned = PREDICTORS["xgboost-tuned"](x_tr, y_tr, x_va, y_va, 2, FAST, seed=0)
+    assert log_loss(y_va, tuned.predict_proba(x_va)) <= log_loss(y_va, default.predict_proba(x_va)) + 1e-12

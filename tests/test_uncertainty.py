@@ -131,3 +131,19 @@ def test_t_jepa_prediction_error_is_the_masked_mse_per_row(schema, table):
     # Every mask of a batch has the same size, so the batch MSE is the mean of the row errors.
     torch.testing.assert_close(error.mean(), model._mse(rows, masks.context, masks.target))
     torch.testing.assert_close(model.prediction_error(rows, n_masks=4, seed=3), model.prediction_error(rows, n_masks=4, seed=3))
+
+
+def test_var_t_jepa_prior_uncertainty_is_the_predictor_std_per_row(schema, table):
+    torch.manual_seed(0)
+    model = VarTJEPA(schema, SMALL).eval()
+    rows = table.rows[:5]
+    score = model.prior_uncertainty(rows, n_masks=1, seed=4)
+    assert score.shape == (5,) and (score > 0).all()
+    masks = SMALL.mask_collator(schema.n_features, 4)(5)
+    s_x, _ = model.context_head(model.context_encoder(rows, index=masks.context))
+    z, _ = model.aux_encoder(model.pool(s_x).flatten(1))
+    prior = model.conditional_prior(s_x, z, rows, masks.context, masks.target, {})
+    # The masked prior puts scale 1 outside the targets: the mean over target entries is the score.
+    inside = model._target_mask(masks.target).expand(prior.base_dist.base_dist.scale.shape)
+    expected = (prior.base_dist.base_dist.scale * inside).sum((1, 2, 3)) / inside.sum((1, 2, 3))
+    torch.testing.assert_close(score, expected)

@@ -10,6 +10,7 @@ from torch import nn
 from ..data.masks import MaskCollator
 from ..data.tabular import TabularSchema
 from ..nn import FeatureTokenizer, gather_tokens, transformer
+from ..uncertainty import SCORES
 from .var_jepa import LossWeights
 
 
@@ -41,7 +42,7 @@ class TabularJEPAConfig:
     # Var-T-JEPA only
     weights: LossWeights = field(default_factory=LossWeights)
     elbo: str = "trace"  # "trace" (Trace_ELBO) or "meanfield" (TraceMeanField_ELBO, analytic KLs)
-    uncertainty: str = "mean"  # per-row aggregate of posterior stds: "mean" or "q90"
+    uncertainty: str = "mean"  # per-row aggregate of posterior stds, one of pyro_jepa.uncertainty.SCORES
     # T-JEPA only
     ema: tuple[float, float] = (0.996, 1.0)
     n_aux: int = 1
@@ -49,8 +50,8 @@ class TabularJEPAConfig:
     def __post_init__(self) -> None:
         if self.elbo not in ("trace", "meanfield"):
             raise ValueError(f"elbo must be 'trace' or 'meanfield', got {self.elbo!r}")
-        if self.uncertainty not in ("mean", "q90"):
-            raise ValueError(f"uncertainty must be 'mean' or 'q90', got {self.uncertainty!r}")
+        if self.uncertainty not in SCORES:
+            raise ValueError(f"uncertainty must be one of {SCORES}, got {self.uncertainty!r}")
         if isinstance(self.weights, dict):
             self.weights = LossWeights(**self.weights)
         self.context_ratio = tuple(self.context_ratio)

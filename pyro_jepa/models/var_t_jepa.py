@@ -171,6 +171,26 @@ class VarTJEPA(VarJEPA):
         return torch.cat(locs), torch.cat(scales)
 
     @torch.no_grad()
+    def prior_uncertainty(self, rows: torch.Tensor, n_masks: int = 8, seed: int = EVAL_MASK_SEED) -> torch.Tensor:
+        """Per-row mean std of the learned conditional prior p(s_y | s_x, z) at the target features,
+        averaged over ``n_masks`` seeded mask draws (s_x and z at their posterior means), ``(N,)``.
+
+        The predictor's own spread: how unsure the model is about hidden features given the rest.
+        """
+        collator = self.config.mask_collator(self.n_features, seed)
+        scores = []
+        for chunk in rows.split(EVAL_CHUNK):
+            total = torch.zeros(chunk.shape[0], device=chunk.device)
+            for _ in range(n_masks):
+                masks = collator(chunk.shape[0], chunk.device)
+                s_x, _ = self.context_head(self.context_encoder(chunk, index=masks.context))
+                z, _ = self.aux_encoder(self.pool(s_x).flatten(1))
+                _, scale = self.predictor_head(self.predictor(s_x, masks.context, masks.target, condition=z))
+                total += scale.mean((1, 2, 3))
+            scores.append(total / n_masks)
+        return torch.cat(scores)
+
+    @torch.no_grad()
     def embed(self, rows: torch.Tensor) -> torch.Tensor:
         return self.posterior(rows)[0]
 
