@@ -3,9 +3,10 @@
     python experiments/uncertainty.py --data-dir ../shared/data
 
 On corrupted MNIST (lambda = 0.75) and SIM the true per-row ambiguity u is known. For each
-dataset this pre-trains Var-T-JEPA and T-JEPA on the training split, fits a linear probe on each
-representation (standardized, early-stopped on the validation split) and scores every test row
-by several uncertainty scores:
+dataset this pre-trains Var-T-JEPA and T-JEPA on the training split (keeping the epoch with the
+best validation loss: labels should not pick the model whose uncertainty is judged), fits a linear
+probe on each representation (standardized, early-stopped on the validation split) and scores
+every test row by several uncertainty scores:
 
 * Var-T-JEPA latent uncertainty: the posterior stds of s_w aggregated by their 90th percentile
   (the paper's choice for these datasets), their mean, and the entropy of the diagonal Gaussian;
@@ -59,6 +60,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--preset", default="cpu", choices=PRESETS)
     p.add_argument("--epochs", type=int, help="override the preset's pre-training epochs")
     p.add_argument("--max-rows", type=int, help="stratified subsample of each table (default: all rows, 10,000)")
+    p.add_argument("--select", choices=("loss", "probe"), default="loss",
+                   help="best pre-training epoch by validation loss (label-free, default) or by a ridge probe's accuracy")
     p.add_argument("--probe-epochs", type=int, default=50, help="linear-probe epochs (early-stopped on validation)")
     p.add_argument("--masks", type=int, default=8, help="mask draws per row for T-JEPA's prediction error")
     p.add_argument("--seed", type=int, default=0, help="fixes the split, the pre-training and the probe")
@@ -109,7 +112,7 @@ def run_dataset(args: argparse.Namespace, name: str, device: str) -> tuple[pd.Da
     if splits.test.ambiguity is None:
         raise ValueError(f"{name} has no ground-truth ambiguity column")
     model_config, train_config = make_preset(args.preset, name, len(splits.train))
-    train_config = replace(train_config, seed=args.seed, device=device, progress=not args.no_progress,
+    train_config = replace(train_config, seed=args.seed, device=device, progress=not args.no_progress, select=args.select,
                            **({"epochs": args.epochs} if args.epochs else {}))
     y = {s: getattr(splits, s).y.cpu().numpy() for s in ("train", "val", "test")}
     u = splits.test.ambiguity.cpu().numpy()
@@ -160,7 +163,9 @@ def report(args, results: pd.DataFrame, infos: dict, command: str, device: str) 
         f"Made by `{command}` on {platform.node() or 'this machine'} ({os.cpu_count()} CPU cores, "
         f"{'CUDA' if device.startswith('cuda') else 'no GPU'}; Python {platform.python_version()}, torch {torch.__version__}).",
         "",
-        "Protocol: 70/10/20 split; both methods pre-trained on the training split only; a linear probe on each standardized "
+        "Protocol: 70/10/20 split; both methods pre-trained on the training split only, the epoch kept chosen by "
+        + ("validation loss (Var-T-JEPA: the weighted negative ELBO; label-free)" if args.select == "loss" else "a ridge probe's validation accuracy (uses labels)")
+        + "; a linear probe on each standardized "
         "representation (early-stopped on the validation split) gives the per-row test errors behind the risk–coverage "
         "curve; u is the generator's ground-truth ambiguity of each test row. AURC: lower is better (its floor, a perfect "
         "ranking of the probe's errors, is in *oracle AURC*); Spearman and ROC AUC (detecting u ≥ its 75th percentile): "

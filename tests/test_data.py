@@ -96,7 +96,7 @@ def test_corrupt_mnist():
     dist = np.abs(out - x / 255.0).mean(axis=1)
     assert stats.spearmanr(u, dist).statistic > 0.9
     np.testing.assert_array_equal(corrupt_mnist(x, seed=1)[0], out)
-    with pytest.raises(ValueError, match="784"):
+    with pytest.raises(ValueError, match="square"):
         corrupt_mnist(x[:, :10], seed=0)
 
 
@@ -290,16 +290,27 @@ def test_real_datasets(name, n_rows, n_num, n_cat, n_classes):
 
 
 @needs_shared
-def test_pooled_mnist_is_the_block_mean_of_the_corrupted_images():
+def test_pooled_mnist_corrupts_the_block_means_with_the_same_u():
     from pyro_jepa.data.loaders import _read_named
+    from pyro_jepa.data.sim import corrupt_mnist
 
     path = SHARED_DATA / "mnist-10k" / DATASETS["mnist"].file
     full, pooled = _read_named(DATASETS["mnist"], path), _read_named(DATASETS["mnist-7x7"], path)
-    images = full[list(DATASETS["mnist"].numerical)].to_numpy().reshape(-1, 28, 28)
-    # Pixel (1, 2) of the 7x7 image averages rows 4..7 and columns 8..11 of the 28x28 one.
-    np.testing.assert_allclose(pooled["p9"], images[:, 4:8, 8:12].mean((1, 2)), rtol=1e-5)
-    np.testing.assert_array_equal(pooled["u"], full["u"])
+    with np.load(path) as z:
+        images = z["x"].reshape(-1, 28, 28).astype(np.float64)
+    u = pooled["u"].to_numpy()
+    np.testing.assert_array_equal(u, full["u"])
     np.testing.assert_array_equal(pooled["label"], full["label"])
+    # Pixel (1, 2) of the 7x7 image: rows 4..7 and columns 8..11 of the 28x28 one, averaged, then blended with noise.
+    clean = np.rint(images[:, 4:8, 8:12].mean((1, 2))) / 255
+    a = 0.75 * u
+    noise = (pooled["p9"].to_numpy() - (1 - a) * clean) / np.where(a > 0, a, 1)
+    assert ((noise > -1e-4) & (noise < 1 + 1e-4))[a > 0.05].all()
+    # Every pixel keeps its noise: the most corrupted images are as rough as uniform noise, not smoothed.
+    x = pooled[[f"p{i}" for i in range(49)]].to_numpy()
+    assert x[u > 0.9].std(1).mean() > 0.2
+    with pytest.raises(ValueError, match="square"):
+        corrupt_mnist(np.zeros((2, 50), dtype=np.uint8), seed=0)
 
 
 @needs_shared

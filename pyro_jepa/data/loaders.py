@@ -453,10 +453,11 @@ def _read_named(spec: DatasetSpec, path: Path) -> pd.DataFrame:
     if path.suffix == ".npz":  # MNIST: pixels + labels, corrupted as in the paper
         with np.load(path) as z:
             pixels, labels = z["x"].reshape(len(z["x"]), -1), z["y"]
+        if spec.image_pool > 1:  # pool the clean images, then corrupt: every pixel keeps its full noise
+            side, k = int(round(pixels.shape[1] ** 0.5)), spec.image_pool
+            blocks = pixels.reshape(len(pixels), side // k, k, side // k, k).astype(np.float64).mean((2, 4))
+            pixels = np.rint(blocks).astype(np.uint8).reshape(len(pixels), -1)
         x, u = corrupt_mnist(pixels, seed=GENERATION_SEED, lam=MNIST_CORRUPTION_LAMBDA)
-        if spec.image_pool > 1:
-            side, k = int(round(x.shape[1] ** 0.5)), spec.image_pool
-            x = x.reshape(len(x), side // k, k, side // k, k).mean((2, 4)).reshape(len(x), -1)
         df = pd.DataFrame(x, columns=list(spec.numerical or ()))
         df[spec.label] = labels
         df[spec.ambiguity] = u

@@ -45,7 +45,8 @@ class DatasetSpec:
         na_values: extra missing-value markers for reading.
         convert: turns the downloaded bytes into our table (written as our copies were).
         image_pool: images (MNIST) are average-pooled over blocks of ``image_pool`` x ``image_pool``
-            pixels after corruption: a smaller stand-in for CPUs, with the same ambiguity u.
+            pixels and then corrupted: a smaller stand-in for CPUs with the same u. (Pooling after the
+            corruption would average the noise away, making corrupted images smoother, not noisier.)
     """
 
     name: str

@@ -95,12 +95,13 @@ def make_sim(n_rows: int = 10_000, seed: int = 0) -> pd.DataFrame:
 def corrupt_mnist(x_uint8: np.ndarray, seed: int, lam: float = 0.75) -> tuple[np.ndarray, np.ndarray]:
     """Blend each image with uniform noise by a per-image amount (paper §8.1).
 
-    ``u ~ U(0,1)``, ``a = clip(lam * u, 0, 1)``, ``x' = (1 - a) x + a r`` with ``r ~ U(0,1)^784`` and ``x``
-    scaled to [0, 1]. Returns ``(x' float32 (N, 784), u float32 (N,))``.
+    ``u ~ U(0,1)``, ``a = clip(lam * u, 0, 1)``, ``x' = (1 - a) x + a r`` with ``r ~ U(0,1)^P`` and ``x``
+    scaled to [0, 1]; ``P`` is 784 for MNIST (any square image size works, e.g. 49 for 7x7).
+    ``u`` is drawn first, so it does not depend on the image size. Returns ``(x' float32 (N, P), u float32 (N,))``.
     """
     x = np.asarray(x_uint8)
-    if x.ndim != 2 or x.shape[1] != 784:
-        raise ValueError(f"expected pixels of shape (N, 784), got {x.shape}")
+    if x.ndim != 2 or round(x.shape[1] ** 0.5) ** 2 != x.shape[1]:
+        raise ValueError(f"expected flattened square images of shape (N, side**2), got {x.shape}")
     rng = np.random.default_rng(seed)
     n = x.shape[0]
     u = rng.uniform(size=n)
