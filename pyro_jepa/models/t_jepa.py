@@ -53,15 +53,10 @@ class TJEPA(SSLMethod):
         T-JEPA has no posterior; how badly its predictor guesses a row's hidden features is the
         natural uncertainty score to compare Var-T-JEPA's latent uncertainty with.
         """
-        collator = self.config.mask_collator(self.n_features, seed)
-        errors = []
-        for chunk in rows.split(EVAL_CHUNK):
-            total = torch.zeros(chunk.shape[0], device=chunk.device)
-            for _ in range(n_masks):
-                masks = collator(chunk.shape[0], chunk.device)
-                total += self._squared_errors(chunk, masks.context, masks.target).mean((1, 2, 3))
-            errors.append(total / n_masks)
-        return torch.cat(errors)
+        def row_errors(chunk, context, target):
+            return self._squared_errors(chunk, context, target).mean((1, 2, 3))
+
+        return self.config.mask_average(rows, row_errors, n_masks, seed, EVAL_CHUNK)
 
     def loss(self, rows: torch.Tensor, step: int) -> torch.Tensor:
         masks = self.masks(rows.shape[0])

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, field
 
 import torch
@@ -61,6 +62,21 @@ class TabularJEPAConfig:
     def mask_collator(self, n_features: int, seed: int) -> MaskCollator:
         """The collator for this config's mask ratios and K, seeded."""
         return MaskCollator(n_features, self.context_ratio, self.target_ratio, self.n_targets, seed)
+
+    def mask_average(
+        self, rows: torch.Tensor, score: Callable[[torch.Tensor, torch.Tensor, torch.Tensor], torch.Tensor],
+        n_masks: int, seed: int, chunk_size: int = 1024,
+    ) -> torch.Tensor:
+        """``score(rows, context, target) -> (B,)`` averaged over ``n_masks`` seeded mask draws, ``(N,)``."""
+        collator = self.mask_collator(rows.shape[1], seed)
+        averages = []
+        for chunk in rows.split(chunk_size):
+            total = torch.zeros(chunk.shape[0], device=chunk.device)
+            for _ in range(n_masks):
+                masks = collator(chunk.shape[0], chunk.device)
+                total += score(chunk, masks.context, masks.target)
+            averages.append(total / n_masks)
+        return torch.cat(averages)
 
 
 class TokenEncoder(nn.Module):

@@ -177,18 +177,13 @@ class VarTJEPA(VarJEPA):
 
         The predictor's own spread: how unsure the model is about hidden features given the rest.
         """
-        collator = self.config.mask_collator(self.n_features, seed)
-        scores = []
-        for chunk in rows.split(EVAL_CHUNK):
-            total = torch.zeros(chunk.shape[0], device=chunk.device)
-            for _ in range(n_masks):
-                masks = collator(chunk.shape[0], chunk.device)
-                s_x, _ = self.context_head(self.context_encoder(chunk, index=masks.context))
-                z, _ = self.aux_encoder(self.pool(s_x).flatten(1))
-                _, scale = self.predictor_head(self.predictor(s_x, masks.context, masks.target, condition=z))
-                total += scale.mean((1, 2, 3))
-            scores.append(total / n_masks)
-        return torch.cat(scores)
+        def row_scale(chunk, context, target):
+            s_x, _ = self.context_head(self.context_encoder(chunk, index=context))
+            z, _ = self.aux_encoder(self.pool(s_x).flatten(1))
+            _, scale = self.predictor_head(self.predictor(s_x, context, target, condition=z))
+            return scale.mean((1, 2, 3))
+
+        return self.config.mask_average(rows, row_scale, n_masks, seed, EVAL_CHUNK)
 
     @torch.no_grad()
     def embed(self, rows: torch.Tensor) -> torch.Tensor:
