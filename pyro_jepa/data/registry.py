@@ -162,8 +162,8 @@ DATASETS: dict[str, DatasetSpec] = {
         sha256="0f3015ff0f881cf8c186e31bfa84671751e1d0a0c53e7a56a4ea8f7cc12b59d1",
         aliases=("mnist-10k",),
     ),
-    # 4x4-pooled 7x7 images (49 features): a transformer over 784 pixel tokens costs ~8x more per
-    # step on a CPU than over 196 and ~60x more than over 49.
+    # 4x4-pooled 7x7 images (49 features): a transformer over 784 pixel tokens is too slow for a
+    # CPU (attention cost grows with the square of the token count).
     "mnist-7x7": DatasetSpec(
         name="mnist-7x7",
         file="mnist_10k.npz",
