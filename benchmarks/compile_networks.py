@@ -18,6 +18,7 @@ import time
 import pyro
 import torch
 
+from pyro_jepa import cli
 from pyro_jepa.data import load_dataset
 from pyro_jepa.models import VarTJEPA
 from pyro_jepa.presets import PRESETS, make_preset
@@ -76,4 +77,4 @@ def main(argv: list[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    raise SystemExit(main())
+    raise SystemExit(cli.run(main))

@@ -40,6 +40,7 @@ from pathlib import Path
 import pyro
 import torch
 
+from pyro_jepa import cli
 from pyro_jepa.data import load_dataset
 from pyro_jepa.data.registry import DatasetNotFoundError
 from pyro_jepa.models import VarTJEPA
@@ -296,4 +297,4 @@ def main(argv: list[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    sys.exit(cli.run(main))

@@ -29,7 +29,9 @@ import pandas as pd
 from pyro_jepa.data import load_dataset
 from pyro_jepa.evaluate import DownstreamConfig, PREDICTORS, collapse_report, evaluate_embeddings
 from pyro_jepa.evaluate.aggregate import count_cells, format_mean_std, summarize_runs
-from pyro_jepa.pipeline import pretrain, representations, uncertainties, write_json
+from pyro_jepa import cli, io
+from pyro_jepa.io import write_json
+from pyro_jepa.pipeline import pretrain, representations, uncertainties
 from pyro_jepa.presets import PRESETS, SETTINGS_OF, make_preset
 from pyro_jepa.train import resolve_device
 
@@ -251,9 +253,18 @@ def report(args, runs: pd.DataFrame, timing: dict, command: str) -> str:
 
 
 def main(argv: list[str] | None = None) -> int:
+    """Run the benchmark; user errors and interruptions end with one line, not a traceback (`pyro_jepa.cli`)."""
+    return cli.run(_main, argv)
+
+
+def _main(argv: list[str] | None) -> int:
     args = parse_args(argv)
-    command = " ".join(["python experiments/benchmark_tabular.py", *(argv if argv is not None else sys.argv[1:])])
-    args.out.mkdir(parents=True, exist_ok=True)
+    command = cli.command_line("experiments/benchmark_tabular.py", argv)
+    with io.claim_work_folder(args.out, inputs=args.data, command=command, resume_command=command):
+        return benchmark(args, command)
+
+
+def benchmark(args: argparse.Namespace, command: str) -> int:
     write_json({"command": command, "args": vars(args)}, args.out / "config.json")
     done = {(r["dataset"], r["representation"], r["pretrain_seed"], r["predictor"], r["downstream_seed"])
             for r in read_jsonl(args.out / "runs.jsonl") if r["drop"] == 0}

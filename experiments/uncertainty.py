@@ -40,7 +40,9 @@ from sklearn.preprocessing import StandardScaler
 
 from pyro_jepa.data import load_dataset
 from pyro_jepa.evaluate import PREDICTORS, DownstreamConfig
-from pyro_jepa.pipeline import prepare_run_dir, pretrain, representations, write_json
+from pyro_jepa import cli, io
+from pyro_jepa.io import write_json
+from pyro_jepa.pipeline import pretrain, representations
 from pyro_jepa.presets import PRESETS, SETTINGS_OF, make_preset
 from pyro_jepa.train import resolve_device
 from pyro_jepa.uncertainty import SCORES, ambiguity_scores, aurc, plot_figure3, plot_uncertainty, row_uncertainty
@@ -205,21 +207,26 @@ def report(args, results: pd.DataFrame, infos: dict, command: str, device: str) 
 
 
 def main(argv: list[str] | None = None) -> int:
+    """Run the experiment; user errors and interruptions end with one line, not a traceback (`pyro_jepa.cli`)."""
+    return cli.run(_main, argv)
+
+
+def _main(argv: list[str] | None) -> int:
     args = parse_args(argv)
     if args.threads:
         torch.set_num_threads(args.threads)
-    command = " ".join(["python experiments/uncertainty.py", *(argv if argv is not None else sys.argv[1:])])
+    command = cli.command_line("experiments/uncertainty.py", argv)
+    with io.claim_work_folder(args.out, command=command, resume_command=command):
+        return experiment(args, command, args.out)
+
+
+def experiment(args: argparse.Namespace, command: str, out: Path) -> int:
     device = str(resolve_device(args.device))
-    out = prepare_run_dir(args.out, resume=True)
     write_json({"command": command, "args": vars(args), "device": device}, out / "config.json")
     frames, infos = [], {}
     for name in args.datasets:
         print(f"{name}:", flush=True)
-        try:
-            frame, infos[name] = run_dataset(args, name, device)
-        except (ValueError, FileNotFoundError) as err:
-            print(f"error: {err}", file=sys.stderr)
-            return 2
+        frame, infos[name] = run_dataset(args, name, device)
         frames.append(frame)
         print(frame.to_string(index=False, float_format=lambda v: f"{v:.3f}"), flush=True)
     results = pd.concat(frames, ignore_index=True)

@@ -13,6 +13,10 @@ the test split is touched once, by the downstream predictors. Everything lands i
 from __future__ import annotations
 
 import argparse
+import contextlib
+import json
+import math
+import os
 import sys
 import time
 from dataclasses import replace
@@ -23,22 +27,13 @@ import numpy as np
 import pandas as pd
 import torch
 
-from pyro_jepa import distributed
+from pyro_jepa import cli, distributed, io
 from pyro_jepa.data import DATASETS, load_dataset
 from pyro_jepa.models import TERMS
 from pyro_jepa.evaluate import DownstreamConfig, collapse_report, evaluate_embeddings
-from pyro_jepa.pipeline import (
-    METHODS,
-    RunFolderExistsError,
-    plot_training_curves,
-    prepare_run_dir,
-    pretrain,
-    representations,
-    uncertainties,
-    write_json,
-)
+from pyro_jepa.pipeline import METHODS, plot_training_curves, pretrain, representations, uncertainties
 from pyro_jepa.presets import PRESETS, make_preset
-from pyro_jepa.train import CheckpointError, resolve_device
+from pyro_jepa.train import MAY_CHANGE_ON_RESUME, data_fingerprint, resolve_device
 from pyro_jepa.uncertainty import SCORES, plot_forest, plot_uncertainty, sample_latents, spearman, summarize, to_inference_data
 
 METHOD_LABELS = {"var-t-jepa": "Var-T-JEPA", "t-jepa": "T-JEPA"}
@@ -50,8 +45,12 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     data.add_argument("--dataset", default="sim", help=f"named dataset: sim (generated) or one of {sorted(DATASETS)} (default: sim)")
     data.add_argument("--data", type=Path, help="a CSV/Parquet file to use instead of a named dataset (needs --label)")
     data.add_argument("--label", help="label column of --data")
-    data.add_argument("--numerical", help="comma-separated columns to treat as numerical (overrides inference)")
+    data.add_argument("--numerical", help="comma-separated columns to treat as numerical (overrides inference; "
+                      "'\\,' is a comma inside a name)")
     data.add_argument("--categorical", help="comma-separated columns to treat as categorical (overrides inference)")
+    data.add_argument("--drop", help="comma-separated columns that are not features (e.g. a row ID)")
+    data.add_argument("--na-values", help="comma-separated cell texts that mean 'missing' in every column "
+                      "(default: only empty cells; NA, null, ... count as missing in numerical columns only)")
     data.add_argument("--data-dir", type=Path, help="folder with the named datasets (default: $PYRO_JEPA_DATA or ~/.cache/pyro_jepa)")
     data.add_argument("--max-rows", type=int, help="stratified subsample of the table before splitting")
     model = p.add_argument_group("pre-training")
@@ -88,6 +87,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         p.error("--resume needs --out (the run folder to continue)")
     if args.resume and args.overwrite:
         p.error("--resume and --overwrite exclude each other (continue the run folder, or replace it)")
+    if args.data is not None and args.data.is_dir():
+        p.error(f"--data {args.data} is a folder; pass the CSV or Parquet file inside it")
     if args.data is not None and not args.data.is_file():
         p.error(f"--data {args.data}: no such file")
     if args.data is None and args.dataset != "sim" and args.dataset not in DATASETS:
@@ -104,18 +105,19 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     if unknown:
         p.error(f"unknown methods {unknown}; choose from {sorted(METHODS)}")
     try:
-        args.alpha = {k.strip(): float(v) for k, v in (item.split("=") for item in split_list(args.alpha) or [])}
+        args.alpha = {k.strip(): float(v) for k, v in (item.split("=") for item in cli.split_names(args.alpha) or [])}
     except ValueError:
         p.error(f"--alpha must look like 'rec=1,kl_s_y=1e-5', got {args.alpha!r}")
     unknown = sorted(set(args.alpha) - set(TERMS))
     if unknown:
         p.error(f"--alpha: unknown terms {unknown}; choose from {list(TERMS)}")
+    bad = {k: v for k, v in args.alpha.items() if not (math.isfinite(v) and v >= 0)}
+    if bad:
+        p.error(f"--alpha weights must be finite and >= 0, got {bad}")
+    for flag in ("numerical", "categorical", "drop", "na_values"):
+        setattr(args, flag, cli.split_names(getattr(args, flag)))
     args.predictors = [m.strip() for m in args.predictors.split(",") if m.strip()]
     return args
-
-
-def split_list(value: str | None) -> list[str] | None:
-    return None if value is None else [v.strip() for v in value.split(",") if v.strip()]
 
 
 def markdown_table(results: pd.DataFrame) -> str:
@@ -136,46 +138,113 @@ def markdown_table(results: pd.DataFrame) -> str:
 
 
 def main(argv: list[str] | None = None) -> int:
+    """Run the main job; user errors and interruptions end with one line, not a traceback (`pyro_jepa.cli`)."""
+    return cli.run(_main, argv)
+
+
+def _main(argv: list[str] | None) -> int:
     args = parse_args(argv)
     # Under torchrun every rank runs this script; pre-training is data-parallel, the rest is rank 0's.
     rank = distributed.init_from_env(args.device)
     try:
-        return run(args, argv, rank)
+        dataset = args.data.stem if args.data is not None else args.dataset
+        out = args.out or Path("runs") / f"{dataset}-{datetime.now():%Y%m%d-%H%M%S}"
+        with contextlib.ExitStack() as stack:
+            error = None
+            if rank.is_main:
+                try:
+                    stack.enter_context(io.claim_run_folder(
+                        out, overwrite=args.overwrite, resume=args.resume, inputs=[args.data] if args.data else [],
+                        command=cli.command_line(SCRIPT, argv), resume_command=cli.resume_command(SCRIPT, argv, out),
+                    ))
+                except io.RunFolderError as err:
+                    error = err
+            if rank.enabled:  # one folder name (its timestamp is rank 0's) and one verdict for all ranks
+                out, message = distributed.broadcast_object((out, None if error is None else str(error)))
+                error = error or (None if message is None else io.RunFolderError(message))
+            if error is not None:
+                if rank.is_main:
+                    raise error
+                return cli.EXIT_USER_ERROR
+            return run(args, argv, rank, dataset, Path(out))
     finally:
         distributed.shutdown()
 
 
-def run(args: argparse.Namespace, argv: list[str] | None, rank: distributed.DistInfo) -> int:
-    started = time.perf_counter()
-    dataset = args.data.stem if args.data is not None else args.dataset
-    out = args.out or Path("runs") / f"{dataset}-{datetime.now():%Y%m%d-%H%M%S}"
-    error = None
-    if rank.is_main:
-        try:
-            out = prepare_run_dir(out, overwrite=args.overwrite, resume=args.resume)
-        except RunFolderExistsError as err:
-            error = str(err)
-    if rank.enabled:  # one folder name (its timestamp is rank 0's) and one verdict for all ranks
-        out, error = distributed.broadcast_object((out, error))
-    if error is not None:
-        if rank.is_main:
-            print(f"error: {error}", file=sys.stderr)
-        return 2
-    device = distributed.local_device(resolve_device(args.device), rank)
+SCRIPT = os.path.relpath(__file__)
+# Settings of the main job's config.json that may change on --resume (besides the engine's own).
+MAY_CHANGE = {**MAY_CHANGE_ON_RESUME, "device": lambda old, new: True}
 
-    try:
-        splits = load_dataset(
-            str(args.data) if args.data is not None else args.dataset,
-            label=args.label,
-            data_dir=args.data_dir,
-            seed=args.seed,
-            numerical=split_list(args.numerical),
-            categorical=split_list(args.categorical),
-            max_rows=args.max_rows,
+
+def resolved_config(args, argv, splits, dataset: str, model_config, train_config, downstream_config, device) -> dict:
+    """Everything that fixes the run's results, as written to config.json."""
+    schema = splits.schema
+    return io.to_jsonable({
+        "command": cli.command_line(SCRIPT, argv),
+        "args": vars(args),
+        "dataset": {
+            "name": dataset,
+            "source": str(args.data) if args.data is not None else f"{dataset} (generated)" if dataset == "sim" else dataset,
+            "rows": {"train": len(splits.train), "val": len(splits.val), "test": len(splits.test)},
+            "numerical": schema.numerical,
+            "categorical": schema.categorical,
+            "cardinalities": schema.cardinalities,
+            "classes": schema.classes,
+            "sha256": data_fingerprint(splits.train, splits.val, splits.test),
+        },
+        "model": model_config,
+        "train": train_config,
+        "downstream": downstream_config,
+        "device": str(device),
+        "versions": {"torch": torch.__version__, "pyro": __import__("pyro").__version__, "python": sys.version.split()[0]},
+    })
+
+
+def record_resume(out: Path, config: dict) -> dict:
+    """Check a resumed run against the config.json it started with; return the record to write.
+
+    Refuses (ValueError naming each setting) when the data or a setting that shapes the results
+    differs; allowed changes (more epochs, device, progress bars) are kept and listed under ``resumes``.
+    """
+    path = out / "config.json"
+    if not path.is_file():  # interrupted before its config was written: nothing to compare with
+        return config
+    stored = json_load(path)
+    compared = ("dataset", "model", "train", "downstream", "device")
+    refused, changed = io.settings_diff(
+        {k: stored.get(k) for k in compared}, {k: config[k] for k in compared}, MAY_CHANGE
+    )
+    if refused:
+        raise io.RunFolderError(
+            f"--resume refused: {out} was started with other data or settings: " + "; ".join(refused)
+            + ". Rerun with the original flags (see its config.json), or start a new run (--out) or over (--overwrite)"
         )
-    except (ValueError, FileNotFoundError) as err:  # bad input: the message says what to do, no traceback
-        print(f"error: {err}", file=sys.stderr)
-        return 2
+    resumes = [*stored.get("resumes", []), {"command": config["command"], "time": datetime.now().isoformat(timespec="seconds"),
+                                            "changed": {k: list(v) for k, v in changed.items()}}]
+    return {**stored, **{k: config[k] for k in compared}, "resumes": resumes}
+
+
+def json_load(path: Path) -> dict:
+    try:
+        return json.loads(path.read_text())
+    except (OSError, ValueError) as err:
+        raise io.RunFolderError(f"cannot read {path} to check --resume against it ({err}); start a new run") from err
+
+
+def run(args: argparse.Namespace, argv: list[str] | None, rank: distributed.DistInfo, dataset: str, out: Path) -> int:
+    started = time.perf_counter()
+    device = distributed.local_device(resolve_device(args.device), rank)
+    splits = load_dataset(
+        str(args.data) if args.data is not None else args.dataset,
+        label=args.label,
+        data_dir=args.data_dir,
+        seed=args.seed,
+        numerical=args.numerical,
+        categorical=args.categorical,
+        drop=args.drop or (),
+        na_values=args.na_values or (),
+        max_rows=args.max_rows,
+    )
     schema = splits.schema
     model_config, train_config = make_preset(args.preset, dataset, len(splits.train))
     train_config = replace(
@@ -194,26 +263,8 @@ def run(args: argparse.Namespace, argv: list[str] | None, rank: distributed.Dist
     )
     downstream_config = DownstreamConfig(epochs=args.downstream_epochs)
     if rank.is_main:
-        write_json(
-            {
-                "command": " ".join([Path(sys.argv[0]).name, *(argv if argv is not None else sys.argv[1:])]),
-                "args": vars(args),
-                "dataset": {
-                    "name": dataset,
-                    "rows": {"train": len(splits.train), "val": len(splits.val), "test": len(splits.test)},
-                    "numerical": schema.numerical,
-                    "categorical": schema.categorical,
-                    "cardinalities": schema.cardinalities,
-                    "classes": schema.classes,
-                },
-                "model": model_config,
-                "train": train_config,
-                "downstream": downstream_config,
-                "device": str(device),
-                "versions": {"torch": torch.__version__, "pyro": __import__("pyro").__version__, "python": sys.version.split()[0]},
-            },
-            out / "config.json",
-        )
+        config = resolved_config(args, argv, splits, dataset, model_config, train_config, downstream_config, device)
+        io.write_json(record_resume(out, config) if args.resume else config, out / "config.json")
         print(f"{dataset}: {len(splits.train)}/{len(splits.val)}/{len(splits.test)} train/val/test rows, "
               f"{schema.n_numerical} numerical + {schema.n_categorical} categorical features, {schema.n_classes} classes; "
               f"device {device}" + (f" x {rank.world_size} ranks" if rank.enabled else "") + f"; run folder {out}")
@@ -222,11 +273,10 @@ def run(args: argparse.Namespace, argv: list[str] | None, rank: distributed.Dist
     uncertainty, histories, metrics, trained = {}, {}, {"dataset": dataset, "methods": {}}, {}
     for name in args.methods:
         label = METHOD_LABELS[name]
-        try:
-            method, fit = pretrain(name, splits, model_config, train_config, out / "checkpoints" / name, resume=args.resume)
-        except (FloatingPointError, CheckpointError) as err:  # the run folder and its checkpoints stay as they are
-            print(f"error: {err}", file=sys.stderr)
-            return 1
+        checkpoints = out / "checkpoints" / name
+        if args.resume and rank.is_main and not (checkpoints / "last.pt").exists():
+            print(f"note: {checkpoints} holds no checkpoint yet; {label} starts from scratch")
+        method, fit = pretrain(name, splits, model_config, train_config, checkpoints, resume=args.resume)
         if not rank.is_main:
             continue
         trained[name], histories[label] = method, fit.history
@@ -255,9 +305,9 @@ def run(args: argparse.Namespace, argv: list[str] | None, rank: distributed.Dist
         token_sizes={"raw features": schema.raw_token_sizes},
     )
     results.insert(0, "dataset", dataset)
-    results.to_csv(out / "results.csv", index=False)
+    io.write_csv(results, out / "results.csv")
     table = markdown_table(results)
-    (out / "results.md").write_text(
+    io.write_text(out / "results.md", 
         f"# {dataset}: downstream test accuracy and macro-F1\n\n{table}\n\n"
         f"Preset `{args.preset}`, seed {args.seed}, device {device}. Pre-training on the training split only; "
         "best epoch chosen on the validation split. Selective rows drop the test rows with the highest "
@@ -278,7 +328,7 @@ def run(args: argparse.Namespace, argv: list[str] | None, rank: distributed.Dist
         plot_uncertainty(uncertainty["Var-T-JEPA"], y["test"], schema.classes, ambiguity, out / "uncertainty.png")
 
     metrics["seconds_total"] = time.perf_counter() - started
-    write_json(metrics, out / "metrics.json")
+    io.write_json(metrics, out / "metrics.json")
     print(f"\n{table}\n")
     for label, info in metrics["methods"].items():
         collapse = info["collapse_test"]

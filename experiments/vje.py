@@ -13,6 +13,7 @@ holds config.json, metrics.json, results.csv/.md, training_curves.png and vje_va
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 import time
 from datetime import datetime
@@ -21,7 +22,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from pyro_jepa.data.registry import DatasetNotFoundError
+from pyro_jepa import cli, io
 from pyro_jepa.evaluate import collapse_report
 from pyro_jepa.evaluate.probes import knn_accuracy, linear_probe
 from pyro_jepa.image_pipeline import (
@@ -35,7 +36,7 @@ from pyro_jepa.image_pipeline import (
     run_header,
     train_config,
 )
-from pyro_jepa.pipeline import RunFolderExistsError, plot_training_curves, prepare_run_dir, write_json
+from pyro_jepa.pipeline import plot_training_curves
 from pyro_jepa.train import fit, seed_everything
 
 
@@ -61,18 +62,23 @@ def probe_row(label: str, x_train: np.ndarray, y_train: np.ndarray, x_test: np.n
 
 
 def main(argv: list[str] | None = None) -> int:
+    """Run the experiment; user errors and interruptions end with one line, not a traceback (`pyro_jepa.cli`)."""
+    return cli.run(_main, argv)
+
+
+def _main(argv: list[str] | None) -> int:
     args = parse_args(argv)
     out = args.out or Path("runs") / f"vje-{args.dataset}-{datetime.now():%Y%m%d-%H%M%S}"
-    try:
-        out = prepare_run_dir(out, overwrite=args.overwrite)
-        train, val, test = load_splits(args)
-    except (RunFolderExistsError, DatasetNotFoundError) as err:
-        print(f"error: {err}", file=sys.stderr)
-        return 1
+    with io.claim_run_folder(out, overwrite=args.overwrite, command=cli.command_line(os.path.relpath(__file__), argv)):
+        return experiment(args, argv, Path(out))
+
+
+def experiment(args, argv: list[str] | None, out: Path) -> int:
+    train, val, test = load_splits(args)
     started = time.perf_counter()
     header = run_header(args, argv)
     header["dataset"] = {"name": args.dataset, "images": {"train": len(train), "val": len(val), "test": len(test)}}
-    write_json(header, out / "config.json")
+    io.write_json(header, out / "config.json")
     print(f"{args.dataset}: {len(train)}/{len(val)}/{len(test)} train/val/test images; run folder {out}")
 
     y_train, y_test = train.y.numpy(), test.y.numpy()
@@ -100,10 +106,10 @@ def main(argv: list[str] | None = None) -> int:
               f"effective rank {row['effective_rank']:.1f}/{row['dim']}, {result.seconds:.0f} s")
 
     results = pd.DataFrame(rows)
-    results.to_csv(out / "results.csv", index=False)
+    results.pipe(io.write_csv, out / "results.csv")
     metrics["wall_seconds"] = time.perf_counter() - started
-    write_json(metrics, out / "metrics.json")
-    (out / "results.md").write_text(
+    io.write_json(metrics, out / "metrics.json")
+    io.write_text(out / "results.md", 
         f"# {args.dataset}: frozen-backbone probes (test subset)\n\n{markdown_table(results)}\n\n"
         f"Preset `{args.preset}`: backbone {args.backbone}, {args.epochs} epochs, batch {args.batch_size}, "
         f"{len(train)} training images, {len(test)} test images, seed {args.seed}. k-NN: cosine, k={args.knn_k}, "

@@ -16,6 +16,7 @@ class and mean) and vje_variances.png (learned variances per normal class).
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 import time
 from datetime import datetime
@@ -23,7 +24,7 @@ from pathlib import Path
 
 import pandas as pd
 
-from pyro_jepa.data.registry import DatasetNotFoundError
+from pyro_jepa import cli, io
 from pyro_jepa.evaluate.probes import knn_distance_score, one_class_auroc
 from pyro_jepa.image_pipeline import (
     METHOD_LABELS,
@@ -38,7 +39,6 @@ from pyro_jepa.image_pipeline import (
     run_header,
     train_config,
 )
-from pyro_jepa.pipeline import RunFolderExistsError, prepare_run_dir, write_json
 from pyro_jepa.train import fit, seed_everything
 
 # One-class runs train |classes| x |methods| models, so the CPU preset gets a smaller per-run budget.
@@ -62,18 +62,23 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
 
 
 def main(argv: list[str] | None = None) -> int:
+    """Run the experiment; user errors and interruptions end with one line, not a traceback (`pyro_jepa.cli`)."""
+    return cli.run(_main, argv)
+
+
+def _main(argv: list[str] | None) -> int:
     args = parse_args(argv)
     out = args.out or Path("runs") / f"vje-anomaly-{args.dataset}-{datetime.now():%Y%m%d-%H%M%S}"
-    try:
-        out = prepare_run_dir(out, overwrite=args.overwrite)
-        full = load_full(args)
-        _, _, test = load_splits(args, classes=[0], full=full)
-    except (RunFolderExistsError, DatasetNotFoundError) as err:
-        print(f"error: {err}", file=sys.stderr)
-        return 1
+    with io.claim_run_folder(out, overwrite=args.overwrite, command=cli.command_line(os.path.relpath(__file__), argv)):
+        return experiment(args, argv, Path(out))
+
+
+def experiment(args, argv: list[str] | None, out: Path) -> int:
+    full = load_full(args)
+    _, _, test = load_splits(args, classes=[0], full=full)
     classes = list(range(len(test.classes))) if args.classes is None else [int(c) for c in args.classes.split(",")]
     started = time.perf_counter()
-    write_json(run_header(args, argv) | {"normal_classes": classes, "test_images": len(test)}, out / "config.json")
+    io.write_json(run_header(args, argv) | {"normal_classes": classes, "test_images": len(test)}, out / "config.json")
     print(f"{args.dataset}: one-class protocol over classes {classes}, {len(test)} test images; run folder {out}")
 
     records, variances = [], {}
@@ -100,14 +105,14 @@ def main(argv: list[str] | None = None) -> int:
                 print(f"class {normal} ({test.classes[normal]}), {score_name}: AUROC {auroc:.4f}")
 
     frame = pd.DataFrame(records)
-    frame.to_csv(out / "results.csv", index=False)
+    frame.pipe(io.write_csv, out / "results.csv")
     wide = frame.pivot_table(index="score", columns="class_name", values="auroc", sort=False)
     wide["mean"] = wide.mean(axis=1)
     wide = wide.reset_index()
     wall = time.perf_counter() - started
-    write_json({"auroc": frame.to_dict(orient="records"), "mean_auroc": dict(zip(wide["score"], wide["mean"])),
+    io.write_json({"auroc": frame.to_dict(orient="records"), "mean_auroc": dict(zip(wide["score"], wide["mean"])),
                 "wall_seconds": wall}, out / "metrics.json")
-    (out / "results.md").write_text(
+    io.write_text(out / "results.md", 
         f"# {args.dataset}: one-class anomaly detection, AUROC per normal class\n\n{markdown_table(wide)}\n\n"
         f"Preset `{args.preset}`: backbone {args.backbone}, {args.epochs} epochs, batch {args.batch_size}, "
         f"{args.train_per_class} training images of the normal class, {len(test)} test images, seed {args.seed}; "

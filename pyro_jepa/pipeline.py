@@ -2,9 +2,6 @@
 
 from __future__ import annotations
 
-import json
-import shutil
-from dataclasses import asdict, is_dataclass
 from pathlib import Path
 
 import numpy as np
@@ -17,43 +14,6 @@ from .train import FitResult, TrainConfig, fit
 from .uncertainty import row_uncertainty
 
 METHODS: dict[str, type[SSLMethod]] = {"var-t-jepa": VarTJEPA, "t-jepa": TJEPA}
-
-
-class RunFolderExistsError(FileExistsError):
-    """The run folder holds results already and neither --overwrite nor --resume was given."""
-
-
-def prepare_run_dir(path: Path, overwrite: bool = False, resume: bool = False) -> Path:
-    """Create the run folder; never clobber an existing non-empty one unless asked to."""
-    path = Path(path)
-    if path.exists() and any(path.iterdir()) and not resume:
-        if not overwrite:
-            raise RunFolderExistsError(
-                f"run folder {path} already holds results; pass --overwrite to replace it, "
-                "--resume to continue it, or --out for a new folder"
-            )
-        shutil.rmtree(path)
-    path.mkdir(parents=True, exist_ok=True)
-    return path
-
-
-def to_jsonable(obj):
-    """Dataclasses, paths, tuples and numpy scalars as plain JSON values."""
-    if is_dataclass(obj):
-        return to_jsonable(asdict(obj))
-    if isinstance(obj, dict):
-        return {str(k): to_jsonable(v) for k, v in obj.items()}
-    if isinstance(obj, (list, tuple)):
-        return [to_jsonable(v) for v in obj]
-    if isinstance(obj, Path):
-        return str(obj)
-    if isinstance(obj, np.generic):
-        return obj.item()
-    return obj
-
-
-def write_json(obj, path: Path) -> None:
-    Path(path).write_text(json.dumps(to_jsonable(obj), indent=2) + "\n")
 
 
 def pretrain(

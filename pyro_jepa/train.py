@@ -9,8 +9,8 @@ the methods' `LossWeights`, driven by the optimizer step the engine passes to ``
 
 from __future__ import annotations
 
+import hashlib
 import math
-import os
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -20,8 +20,9 @@ import pyro
 import torch
 from tqdm.auto import tqdm
 
-from . import distributed
+from . import distributed, io
 from .data.tabular import TabularData
+from .io import CheckpointError
 from .evaluate.diagnostics import linear_probe_accuracy
 from .models.base import SSLMethod
 
@@ -70,10 +71,17 @@ class FitResult:
     best_score: float = -math.inf
     checkpoint_dir: Path | None = None
     seconds: float = 0.0
+    resume_changes: dict[str, tuple] = field(default_factory=dict)
 
 
-class CheckpointError(RuntimeError):
-    """A checkpoint file that cannot be read as a pyro_jepa checkpoint."""
+# Settings that may differ when a run is resumed: more epochs, another device, progress bars on or off.
+MAY_CHANGE_ON_RESUME = {
+    "train.epochs": lambda old, new: new >= old,
+    "train.device": lambda old, new: True,
+    "train.progress": lambda old, new: True,
+}
+FLOAT32_MAX = torch.finfo(torch.float32).max  # the loss is summed in float32
+RESUME_KEYS = ("method", "optimizer", "epoch", "step", "history", "best_epoch", "best_score", "rng", "shuffle_rng", "settings")
 
 
 def resolve_device(name: str = "auto") -> torch.device:
@@ -97,13 +105,48 @@ def learning_rate(step: int, total_steps: int, warmup_steps: int, base_lr: float
 
 
 def save_checkpoint(state: dict, path: Path) -> None:
-    """Write atomically: a crash mid-write leaves the previous file intact."""
-    tmp = path.with_name(path.name + ".tmp")
-    with open(tmp, "wb") as fh:
-        torch.save(state, fh)
-        fh.flush()
-        os.fsync(fh.fileno())  # the bytes are on disk before the rename makes them the checkpoint
-    os.replace(tmp, path)
+    """Write atomically: a crash, a full disk or an interruption mid-write leaves the previous file
+    intact and no partial file behind."""
+    io.atomic_write(path, lambda tmp: torch.save(state, tmp))
+
+
+def data_fingerprint(*datasets) -> str:
+    """sha256 of the rows, labels and schema (or class names) of the given splits: two runs on other
+    files, seeds, subsamples or column names get different fingerprints."""
+    digest = hashlib.sha256()
+    for data in datasets:
+        for tensor in (data.rows, data.y):
+            digest.update(str((tuple(tensor.shape), tensor.dtype)).encode())
+            digest.update(tensor.detach().cpu().contiguous().numpy().tobytes())
+        digest.update(repr(getattr(data, "schema", getattr(data, "classes", None))).encode())
+    return digest.hexdigest()
+
+
+def run_settings(method: SSLMethod, config: TrainConfig, train, val) -> dict:
+    """What a checkpoint must match to be resumed: the method, its settings, training settings, data."""
+    return io.to_jsonable(
+        {"method": method.name, "model": method.settings(), "train": config, "data": data_fingerprint(train, val)}
+    )
+
+
+def check_resumable(state: dict, path: Path, settings: dict) -> dict[str, tuple]:
+    """Refuse a checkpoint that lacks resume state or was written for other settings or data.
+
+    Returns the allowed changes (e.g. more epochs) as ``{setting: (old, new)}``.
+    """
+    missing = [key for key in RESUME_KEYS if key not in state]
+    if missing:
+        raise CheckpointError(
+            f"{path} cannot be resumed: it lacks {missing} (written by an older pyro_jepa or damaged); "
+            "start over with --overwrite, or in a new run folder"
+        )
+    refused, changed = io.settings_diff(state["settings"], settings, MAY_CHANGE_ON_RESUME)
+    if refused:
+        raise CheckpointError(
+            f"--resume refused: {path} belongs to a run with other settings or data: " + "; ".join(refused)
+            + ". Rerun with the original settings and data, or start over with --overwrite (or another --out)"
+        )
+    return changed
 
 
 def load_checkpoint(path: Path, map_location: str | torch.device = "cpu") -> dict:
@@ -150,6 +193,9 @@ def _non_finite_error(
     try:
         terms = method.diagnostics(rows, step)
         bad = [k for k, v in terms.items() if k != "loss" and not math.isfinite(v)]
+        # A finite term times a huge weight (e.g. --alpha kl_s_y=1e308) overflows only once weighted.
+        bad += [f"{k} x weight {w:.4g}" for k, w in method.loss_weights(step).items()
+                if k in terms and k not in bad and math.isfinite(terms[k]) and abs(w * terms[k]) > FLOAT32_MAX]
         if not bad and not math.isfinite(terms.get("loss", 0.0)):
             bad = ["loss"]
         values = ", ".join(f"{k}={v:.4g}" for k, v in terms.items())
@@ -189,8 +235,10 @@ def fit(
 
     Writes ``out_dir/last.pt`` every epoch, ``out_dir/best.pt`` when the validation score
     improves and ``out_dir/history.csv`` (every loss term per epoch). With ``resume=True`` and
-    an existing ``last.pt`` the run continues where it stopped. On return the method holds the
-    best epoch's weights.
+    an existing ``last.pt`` the run continues where it stopped, after checking that the checkpoint
+    was written for the same method settings, training settings and data (`check_resumable`;
+    more epochs, another device and progress bars may change; `FitResult.resume_changes` lists
+    them). On return the method holds the best epoch's weights.
 
     Inside an initialized ``torch.distributed`` process group (``torchrun``), the method is
     wrapped in `DistributedDataParallel`: every rank draws the same shuffle, takes its strided
@@ -201,6 +249,7 @@ def fit(
     history.
     """
     out_dir = Path(out_dir)
+    settings = run_settings(method, config, train, val)
     rank = distributed.info()
     if rank.enabled and config.batch_size % rank.world_size:
         raise ValueError(f"batch_size {config.batch_size} must be divisible by the {rank.world_size} ranks")
@@ -220,6 +269,7 @@ def fit(
     last_path, best_path = out_dir / "last.pt", out_dir / "best.pt"
     if resume and last_path.exists():
         state = load_checkpoint(last_path, device)
+        result.resume_changes = check_resumable(state, last_path, settings)
         try:
             method.load_state_dict(state["method"])
             optimizer.load_state_dict(state["optimizer"])
@@ -285,8 +335,7 @@ def fit(
             method.eval()
             row = {"epoch": epoch + 1, "step": step, "lr": lr, "train_loss": float(train_loss)}
             row.update({f"val_{k}": v for k, v in method.diagnostics(val.rows, step).items()})
-            if hasattr(method, "weights"):
-                row.update({f"alpha_{k}": v for k, v in method.weights.at(step).items()})
+            row.update({f"alpha_{k}": v for k, v in method.loss_weights(step).items()})
             probe_now = config.select == "probe" and ((epoch + 1) % config.probe_every == 0 or epoch + 1 == config.epochs)
             if probe_now:
                 row["val_probe_accuracy"] = _probe_score(method, train, val, config.probe_rows)
@@ -297,7 +346,8 @@ def fit(
             result.history.append(row)
             if score > result.best_score:
                 result.best_epoch, result.best_score = epoch + 1, score
-                save_checkpoint({"format": CHECKPOINT_FORMAT, "method": method.state_dict(), "epoch": epoch + 1, "score": score}, best_path)
+                save_checkpoint({"format": CHECKPOINT_FORMAT, "method": method.state_dict(), "epoch": epoch + 1, "score": score,
+                                 "settings": settings}, best_path)
             save_checkpoint(
                 {
                     "format": CHECKPOINT_FORMAT,
@@ -311,6 +361,7 @@ def fit(
                     "rng": torch.get_rng_state(),
                     "shuffle_rng": shuffle.get_state(),
                     "config": asdict(config),
+                    "settings": settings,
                 },
                 last_path,
             )

@@ -21,6 +21,7 @@ from hypothesis import strategies as st
 
 from pyro_jepa.data import TabularPreprocessor, load_dataset, read_table
 from pyro_jepa.data.registry import sha256_file
+from pyro_jepa.io import MARKER
 from pyro_jepa.models import TJEPA, VarTJEPA
 from pyro_jepa.train import CheckpointError, TrainConfig, fit, load_checkpoint, save_checkpoint
 from tests.conftest import make_table
@@ -373,6 +374,7 @@ def test_bad_data_file_is_reported_without_a_traceback(script, tmp_path, capsys)
 def test_existing_run_folder_is_left_byte_for_byte(script, tmp_path, capsys):
     run = tmp_path / "run"
     (run / "checkpoints" / "var-t-jepa").mkdir(parents=True)
+    (run / MARKER).write_text("{}\n")  # a run folder (one without the marker: tests/test_run_folders.py)
     (run / "metrics.json").write_text('{"old": true}\n')
     (run / "checkpoints" / "var-t-jepa" / "last.pt").write_bytes(b"weights")
     before = snapshot(run)
@@ -411,3 +413,127 @@ def test_image_data_rejects_bad_shape_dtype_range_and_labels():
         ImageData(good[:0], labels[:0], ("a", "b"))
     with pytest.raises(ValueError, match=r"labels must be int64 in \[0, 2\)"):
         ImageData(good, torch.tensor([0, 1, 2, 1]), ("a", "b"))
+
+
+# --- strict parsing (issue 11) -------------------------------------------------------------------------
+
+
+def test_a_huge_value_is_an_error_whichever_split_it_lands_in(tmp_path):
+    df = frame(200).astype({"a": object})
+    df.loc[137, "a"] = 1e200  # its square overflows float64: the std would be inf
+    path = tmp_path / "huge.csv"
+    df.to_csv(path, index=False)
+    for seed in range(4):  # the row lands in train, val or test depending on the seed
+        with pytest.raises(ValueError, match=r"numerical column 'a': row 137 holds 1e\+200, too large for float32"):
+            load_dataset(path, label="y", seed=seed)
+    big = frame(200).assign(a=lambda d: d["a"] * 1e30)  # large but representable: loads, standardized
+    big.to_csv(path, index=False)
+    data = load_dataset(path, label="y").train
+    assert torch.isfinite(data.rows).all() and data.x_num[:, 0].std() == pytest.approx(1.0, rel=0.1)
+
+
+def test_trailing_delimiters_do_not_shift_columns_and_wider_rows_are_an_error(tmp_path):
+    clean, trailing, wider = tmp_path / "clean.csv", tmp_path / "trailing.csv", tmp_path / "wider.csv"
+    df = frame(30)
+    df.to_csv(clean, index=False)
+    lines = clean.read_text().splitlines()
+    trailing.write_text("\n".join([lines[0], *(line + "," for line in lines[1:])]) + "\n")
+    pd.testing.assert_frame_equal(read_table(trailing), read_table(clean))
+    every = tmp_path / "every.csv"  # every row wider: pandas' own check does not fire, ours does
+    every.write_text("\n".join([lines[0], *(line + ",x" for line in lines[1:])]) + "\n")
+    with pytest.raises(ValueError, match=r"data row 0 \(line 2\) has more fields than the header's 3 columns \(it holds 'x'"):
+        read_table(every)
+    wider.write_text("\n".join([lines[0], *lines[1:5], lines[5] + ",oops", *lines[6:]]) + "\n")
+    with pytest.raises(ValueError, match=r"data row 4 \(line 6\) has more fields than the header's 3 columns"):
+        read_table(wider)
+
+
+@pytest.mark.parametrize("declared", [None, ["tags"]])
+def test_list_columns_in_parquet_are_refused_naming_the_column(tmp_path, declared):
+    df = frame(30).assign(tags=[[1, 2]] * 30)
+    path = tmp_path / "t.parquet"
+    df.to_parquet(path)
+    with pytest.raises(ValueError, match=r"column 'tags' holds .* values \(30 cell\(s\), first at row 0\); only numbers and text"):
+        load_dataset(path, label="y", categorical=declared)
+    assert load_dataset(path, label="y", drop=["tags"]).schema.feature_names == ("a", "color")
+
+
+def test_na_text_is_a_category_in_text_columns_and_missing_in_numerical_ones(tmp_path):
+    df = frame(60)
+    df["region"] = ["NA", "EU", "null"] * 20  # North America, Europe, and a region called "null"
+    df["a"] = df["a"].astype(object)
+    df.loc[[3, 9], "a"] = "NA"
+    path = tmp_path / "t.csv"
+    df.to_csv(path, index=False)
+    loaded = read_table(path)
+    assert list(loaded["region"][:3]) == ["NA", "EU", "null"]
+    pre = TabularPreprocessor("y").fit(loaded)
+    assert pre.schema.categorical == ("color", "region") and pre.categories[1] == ["EU", "NA", "null"]
+    assert pre.schema.numerical == ("a", "a__missing")  # "NA" in a number column: missing, with an indicator
+    assert load_dataset(path, label="y", na_values=["NA"]).train.schema.numerical == ("a", "a__missing")
+
+
+def test_column_names_with_spaces_or_commas_can_be_declared(tmp_path):
+    df = frame(60).rename(columns={"a": " price", "color": "size, colour"}).assign(code=np.arange(60) % 7)
+    path = tmp_path / "t.csv"
+    df.to_csv(path, index=False)
+    from pyro_jepa.cli import split_names
+
+    splits = load_dataset(path, label="y", numerical=split_names(" price, code"), categorical=split_names(r"size\, colour"))
+    assert splits.schema.numerical == (" price", "code") and splits.schema.categorical == ("size, colour",)
+    with pytest.raises(ValueError, match=r"numerical column 'nope' not in the table"):
+        load_dataset(path, label="y", numerical=["nope"])
+
+
+def test_split_errors_count_the_rows_after_max_rows(tmp_path):
+    df = frame(400).assign(y=["p"] * 396 + ["q"] * 4)
+    path = tmp_path / "t.csv"
+    df.to_csv(path, index=False)
+    with pytest.raises(ValueError, match=r"split of 60 rows by label 'y': its rarest class 'q' has 1 row"):
+        load_dataset(path, label="y", max_rows=60)
+    with pytest.raises(ValueError, match=r"is a folder; pass the CSV or Parquet file inside it"):
+        read_table(tmp_path)
+
+
+def test_a_row_identifier_column_is_used_with_a_warning_to_drop_it(tmp_path):
+    df = frame(60).assign(ID=np.arange(1000, 1060))
+    with pytest.warns(UserWarning, match=r"numerical column 'ID' holds a distinct whole number in every row.*--drop ID"):
+        TabularPreprocessor("y").fit(df)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        TabularPreprocessor("y", drop=["ID"]).fit(df)
+        TabularPreprocessor("y").fit(frame(60).assign(count=np.arange(60) * 7 % 61 + 1000 * (np.arange(60) % 2)))
+
+
+HOSTILE_TEXT = st.one_of(
+    st.text(alphabet=st.characters(codec="utf-8", exclude_categories=["Cs", "Cc"]), min_size=1, max_size=8),
+    st.sampled_from(["NA", "null", "N/A", "None", "nan", '"quoted"', "a,b", "semi;colon", "line\nbreak", " pad ", "é€✓", "0"]),
+)
+HOSTILE_NUMBER = st.one_of(
+    st.floats(allow_nan=False, allow_infinity=False, width=64), st.sampled_from([1e300, -1e300, 1e-300, 5e-324, 0.0, -0.0])
+)
+
+
+@settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.too_slow, HealthCheck.function_scoped_fixture])
+@given(
+    numbers=st.lists(HOSTILE_NUMBER, min_size=3, max_size=12),
+    texts=st.data(),
+    fmt=st.sampled_from(["csv", "parquet"]),
+)
+def test_hostile_cells_load_exactly_or_fail_naming_a_column(tmp_path, numbers, texts, fmt):
+    n = len(numbers)
+    words = texts.draw(st.lists(HOSTILE_TEXT, min_size=n, max_size=n))
+    words[0] = "plain text"  # a text column, not numbers that happen to be written as text
+    written = pd.DataFrame({"num": numbers, "txt": words, "y": (["p", "q"] * n)[:n]})
+    path = tmp_path / f"t.{fmt}"
+    (written.to_csv(path, index=False) if fmt == "csv" else written.to_parquet(path))
+    try:
+        loaded = read_table(path)
+        TabularPreprocessor("y", categorical=["txt"]).validate(loaded)
+    except ValueError as err:
+        assert re.search(r"column '(num|txt|y)'", str(err)), err
+        assert max(abs(x) for x in numbers) > 3.4e38, err  # only out-of-float32 numbers may be refused
+        return
+    assert list(loaded.columns) == ["num", "txt", "y"]
+    assert np.array_equal(loaded["num"].to_numpy(dtype=np.float64), np.asarray(numbers, dtype=np.float64))
+    assert loaded["txt"].tolist() == words  # "NA", "null", quotes, commas, newlines, unicode: all kept as written

@@ -133,7 +133,7 @@ def test_resume_with_other_settings_gives_a_clear_error(schema, splits, tmp_path
     fit(VarTJEPA(schema, SMALL), *splits, TrainConfig(epochs=1, batch_size=32, progress=False), tmp_path)
     before = (tmp_path / "last.pt").read_bytes()
     bigger = VarTJEPA(schema, TabularJEPAConfig(dim=16, depth=1, heads=2, ff=16, n_pool=2, pred_dim=8, pred_depth=1, pred_heads=2, pred_ff=16))
-    with pytest.raises(CheckpointError, match="different settings.*--overwrite"):
+    with pytest.raises(CheckpointError, match=r"other settings or data: model\.dim: 8 when started, 16 now.*--overwrite"):
         fit(bigger, *splits, TrainConfig(epochs=2, batch_size=32, progress=False), tmp_path, resume=True)
     assert (tmp_path / "last.pt").read_bytes() == before
 
@@ -156,3 +156,27 @@ def test_bf16_autocast_keeps_log_densities_in_float32(schema, splits, tmp_path):
     assert math.isfinite(result.history[0]["train_loss"])
     with pytest.raises(ValueError, match="amp"):
         TrainConfig(amp="fp8")
+
+
+def test_gradients_are_bitwise_identical_across_repeats_with_two_threads():
+    """Repeated positions in the predictor's gathers once made backward sums thread-order dependent
+    (`position[index]`), so the same seed gave different weights run to run on 2 cores."""
+    from pyro_jepa.data.tabular import TabularSchema
+
+    wide = TabularSchema(tuple(f"n{i}" for i in range(24)), ("c0", "c1"), (3, 5), "y", ("a", "b"))
+    config = TabularJEPAConfig(dim=16, depth=1, heads=2, ff=32, dropout=0.0, pred_dim=16, pred_depth=1, pred_heads=2,
+                               pred_ff=32, pred_dropout=0.0)
+    rows = make_table(wide, 256, seed=4).rows
+    threads = torch.get_num_threads()
+    torch.set_num_threads(2)
+    try:
+        grads = []
+        for _ in range(4):
+            torch.manual_seed(0)
+            method = VarTJEPA(wide, config)
+            method.loss(rows, 10).backward()
+            grads.append(torch.cat([p.grad.flatten() for p in method.parameters() if p.grad is not None]))
+    finally:
+        torch.set_num_threads(threads)
+    for other in grads[1:]:
+        assert torch.equal(grads[0], other)

@@ -124,7 +124,7 @@ def test_vje_experiment_writes_a_run_folder(tmp_path):
         assert (out / name).is_file(), name
     metrics = json.loads((out / "metrics.json").read_text())
     assert set(metrics["methods"]) == {"VJE", "SimSiam", "VICReg"}
-    assert run_experiment("vje", argv) == 1  # never clobbers a run folder
+    assert run_experiment("vje", argv) == 2  # never clobbers a run folder (exit 2: a user error, as every script)
 
 
 def test_anomaly_experiment_writes_a_run_folder(tmp_path):

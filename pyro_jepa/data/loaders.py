@@ -7,6 +7,7 @@ training split only, so validation and test rows never leak into them.
 from __future__ import annotations
 
 import os
+import re
 import warnings
 from collections.abc import Sequence
 from pathlib import Path
@@ -33,6 +34,18 @@ MOSTLY_NUMERIC = 0.9
 MISSING_POLICIES = ("impute", "raise")
 INFINITE_POLICIES = ("raise", "missing")
 INDICATOR_SUFFIX = "__missing"
+# Text that means "missing" in a numerical column (pandas' default markers). In a text column these
+# strings are ordinary categories ("NA" may mean North America): only an empty cell is missing there.
+NA_MARKERS = frozenset({
+    "#N/A", "#N/A N/A", "#NA", "-1.#IND", "-1.#QNAN", "-NaN", "-nan", "1.#IND", "1.#QNAN", "<NA>", "N/A", "NA", "NULL",
+    "NaN", "None", "n/a", "nan", "null",
+})
+FLOAT32_MAX = float(np.finfo(np.float32).max)
+# A numerical column with a distinct whole number in every row (and at least this many rows) looks like
+# a row identifier: warn, since it carries no information about new rows.
+MIN_ROWS_FOR_ID_WARNING = 20
+UNSUPPORTED_CELLS = (list, tuple, dict, set, np.ndarray, bytes, bytearray)
+ID_NAME = re.compile(r"(^|[^a-z])id($|[^a-z])|id$|ID", re.IGNORECASE)
 SPLIT_FRACTIONS = (0.7, 0.1, 0.2)
 # SIM and corrupted MNIST are generated once with a fixed seed, like a stored table; the caller's seed
 # varies only the subsample and the split.
@@ -77,8 +90,10 @@ def infer_feature_types(
             is_num = True
         elif name in categorical:
             is_num = False
-        elif ptypes.is_bool_dtype(col) or not ptypes.is_numeric_dtype(col):
+        elif ptypes.is_bool_dtype(col):
             is_num = False
+        elif not ptypes.is_numeric_dtype(col):
+            is_num = _numbers_with_na_markers(col)
         elif ptypes.is_float_dtype(col):
             is_num = True
         else:
@@ -87,14 +102,98 @@ def infer_feature_types(
     return num_out, cat_out
 
 
-def read_table(path: str | os.PathLike[str], **read_kwargs) -> pd.DataFrame:
+def _read_csv(path: Path, na_values: Sequence[str], read_kwargs: dict) -> tuple[pd.DataFrame, list[str]]:
+    """A CSV with no implicit index column, exact floats, and only empty cells (plus ``na_values``) missing.
+
+    Returns the frame and the raw header (before pandas renames duplicates ``a, a`` to ``a, a.1``).
+    A data row with more fields than the header is an error, except for one empty trailing field on
+    rows ending in a delimiter (``1,2,x,pos,``), which is ignored.
+    """
+    sep = read_kwargs.get("sep", read_kwargs.get("delimiter", ","))
+    kwargs = {"keep_default_na": False, "na_values": ["", *na_values], "float_precision": "round_trip", **read_kwargs}
+    raw = pd.read_csv(path, header=None, nrows=1, dtype=str, sep=sep, keep_default_na=False).iloc[0].tolist()
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always", pd.errors.ParserWarning)
+        df = pd.read_csv(path, index_col=False, **kwargs)
+    if any("Length of header or names does not match" in str(w.message) for w in caught):
+        _check_extra_fields(path, len(raw), sep)
+    return df, [c for c in raw if c != ""]  # blank names become "Unnamed: i", never duplicates
+
+
+class MalformedTableError(ValueError):
+    """A file the reader could parse, but whose rows do not fit its header."""
+
+
+def _check_extra_fields(path: Path, n_header: int, sep: str) -> None:
+    """Raise ValueError naming the first data row with more fields than the header, unless the extra
+    fields are all empty (a trailing delimiter)."""
+    extra = pd.read_csv(path, header=None, skiprows=1, dtype=str, sep=sep, keep_default_na=False,
+                        names=range(n_header + 1), index_col=False, usecols=[n_header])[n_header]
+    filled = (extra != "").to_numpy()
+    if filled.any():
+        row = int(np.argmax(filled))
+        raise MalformedTableError(_wide_row_message(path, row, n_header, sep, f" (it holds {extra.iloc[row]!r} past the last column)"))
+
+
+def _wide_row_message(path: Path, row: int, n_header: int, sep: str, detail: str = "") -> str:
+    return (
+        f"{path}: data row {row} (line {row + 2}) has more fields than the header's {n_header} columns{detail}; fix the "
+        f"header or the row, or quote fields that contain {sep!r}"
+    )
+
+
+def _is_na_marker(col: pd.Series) -> np.ndarray:
+    """Cells holding one of `NA_MARKERS` (text meaning "missing" in a numerical column)."""
+    if ptypes.is_numeric_dtype(col) or ptypes.is_bool_dtype(col):
+        return np.zeros(len(col), dtype=bool)
+    return col.isin(NA_MARKERS).to_numpy()
+
+
+def _numbers_with_na_markers(col: pd.Series) -> bool:
+    """A text column whose cells are numbers or NA markers (at least one of each): numerical."""
+    markers = _is_na_marker(col)
+    numbers = pd.to_numeric(col.where(~markers), errors="coerce").notna().to_numpy()
+    present = col.notna().to_numpy()
+    return bool(markers.any() and numbers.any() and (numbers | markers)[present].all())
+
+
+def resolve_names(df: pd.DataFrame, names: Sequence[str] | None, what: str) -> list[str] | None:
+    """Match user-given column names to ``df``'s: exactly, else without surrounding spaces.
+
+    So ``--numerical "age, income"`` finds ``income``, and a column really named ``" income"`` is
+    still found when given exactly. Unknown names raise ValueError listing the available columns.
+    """
+    if names is None:
+        return None
+    columns = [str(c) for c in df.columns]
+    resolved = []
+    for name in names:
+        if name in columns:
+            resolved.append(name)
+            continue
+        stripped = [c for c in columns if c.strip() == name.strip()]
+        if len(stripped) != 1:
+            raise ValueError(f"{what} column {name!r} not in the table; available: {columns}")
+        resolved.append(stripped[0])
+    return resolved
+
+
+def read_table(path: str | os.PathLike[str], na_values: Sequence[str] = (), **read_kwargs) -> pd.DataFrame:
     """Read a ``.csv``, ``.csv.gz`` or ``.parquet`` file; extra keywords go to the pandas reader.
 
+    CSV rules: the first line is the header; there is never an index column; floats are read back
+    exactly; an empty cell, or one equal to an entry of ``na_values``, is missing, while text such as
+    ``NA`` or ``null`` stays text (in a numerical column it counts as missing, see
+    `TabularPreprocessor`). Rows are numbered from 0 (the first line after the header) in messages.
+
     Raises ValueError (never a parser traceback) for an empty file, a header without rows, a file the
-    reader cannot parse, and duplicate column names (which pandas would silently rename to ``a.1``).
+    reader cannot parse, data rows wider than the header, and duplicate column names (which pandas
+    would silently rename to ``a.1``).
     """
     path = Path(path)
     name = path.name.lower()
+    if path.is_dir():
+        raise ValueError(f"{path} is a folder; pass the CSV or Parquet file inside it")
     if not name.endswith((".csv", ".csv.gz", ".parquet")):
         raise ValueError(f"{path}: unsupported file type; expected .csv, .csv.gz or .parquet")
     if not path.is_file():
@@ -107,11 +206,15 @@ def read_table(path: str | os.PathLike[str], **read_kwargs) -> pd.DataFrame:
             df = pd.read_parquet(path, **read_kwargs)
             header = [str(c) for c in df.columns]
         else:
-            df = pd.read_csv(path, **read_kwargs)
-            # The raw header, before pandas renames duplicates ("a", "a" -> "a", "a.1").
+            df, header = _read_csv(path, na_values, read_kwargs)
+    except MalformedTableError:
+        raise
+    except pd.errors.ParserError as err:
+        wide = re.search(r"Expected (\d+) fields in line (\d+), saw \d+", str(err))
+        if wide and not is_parquet:
             sep = read_kwargs.get("sep", read_kwargs.get("delimiter", ","))
-            raw = pd.read_csv(path, header=None, nrows=1, dtype=str, sep=sep).iloc[0].tolist()
-            header = [c for c in raw if isinstance(c, str)]  # blank names become "Unnamed: i", never duplicates
+            raise ValueError(_wide_row_message(path, int(wide.group(2)) - 2, int(wide.group(1)), sep)) from err
+        raise ValueError(f"{path} could not be read as CSV ({type(err).__name__}: {err}); is the file complete?") from err
     except pd.errors.EmptyDataError as err:
         raise ValueError(f"{path} has no columns (only blank lines?); expected a header line and rows") from err
     except (pd.errors.ParserError, UnicodeDecodeError, OSError, EOFError, ValueError) as err:
@@ -149,6 +252,23 @@ def check_unique_columns(df: pd.DataFrame) -> None:
     duplicates = sorted({str(c) for c in df.columns[df.columns.duplicated()]})
     if duplicates:
         raise ValueError(f"duplicate column name(s) {duplicates}; rename them so every column is unique")
+
+
+def _check_scalar_cells(df: pd.DataFrame, exclude: Sequence[str] = ()) -> None:
+    """Raise ValueError naming the first column whose cells are lists, arrays, structs or bytes
+    (e.g. a Parquet list column): only numbers and text are supported."""
+    for name in df.columns:
+        col = df[name]
+        if name in exclude or ptypes.is_numeric_dtype(col) or ptypes.is_bool_dtype(col) or ptypes.is_string_dtype(col) and not ptypes.is_object_dtype(col):
+            continue
+        odd = col.map(lambda v: isinstance(v, UNSUPPORTED_CELLS)).to_numpy(dtype=bool)
+        if odd.any():
+            row, n = _row(df, odd)
+            kind = type(col.loc[row]).__name__
+            raise ValueError(
+                f"column {name!r} holds {kind} values ({n} cell(s), first at row {_shown(row)}); only numbers and text "
+                f"are supported: expand it into separate columns, or drop it (--drop {name}, or drop=[{name!r}])"
+            )
 
 
 class TabularPreprocessor:
@@ -220,6 +340,7 @@ class TabularPreprocessor:
         check_unique_columns(df)
         self.check_label(df)
         _check_columns(df, self.drop, "drop")
+        _check_scalar_cells(df, exclude=self.drop)
         exclude = self._excluded()
         _check_columns(df, exclude, "ambiguity")
         classes = df[self.label].nunique()
@@ -280,8 +401,9 @@ class TabularPreprocessor:
     def _column_numbers(self, df: pd.DataFrame, name: str) -> np.ndarray:
         """One numerical column as float64 with NaN for missing; errors name the row and value."""
         col = df[name]
-        values = pd.to_numeric(col.astype(float) if ptypes.is_bool_dtype(col) else col, errors="coerce")
-        text = (values.isna() & col.notna()).to_numpy()
+        markers = _is_na_marker(col)
+        values = pd.to_numeric(col.astype(float) if ptypes.is_bool_dtype(col) else col.where(~markers), errors="coerce")
+        text = (values.isna() & col.notna()).to_numpy() & ~markers
         if text.any():
             row, n = _row(df, text)
             raise ValueError(
@@ -298,6 +420,14 @@ class TabularPreprocessor:
                     "value(s)); replace them, or pass infinite='missing' to treat them as missing"
                 )
             x[infinite] = np.nan
+        huge = np.abs(np.nan_to_num(x)) > FLOAT32_MAX
+        if huge.any():  # whichever split it lands in: the models compute in float32
+            row, n = _row(df, huge)
+            raise ValueError(
+                f"numerical column {name!r}: row {_shown(row)} holds {_shown(x[np.argmax(huge)])}, too large for float32 "
+                f"(|x| > {FLOAT32_MAX:.3g}, the precision the models compute in; {n} such value(s)); check its units, "
+                "rescale the column, or clip outliers"
+            )
         if self.missing == "raise":
             self._refuse_missing(df, name, np.isnan(x))
         return x
@@ -345,6 +475,7 @@ class TabularPreprocessor:
             )
 
         x = self._numeric(train_df, num)
+        self._warn_identifiers(num, x)
         missing = np.isnan(x)
         self.source_numerical = tuple(num)
         self.indicators = tuple(n for j, n in enumerate(num) if missing[:, j].any()) if self.missing == "impute" else ()
@@ -368,6 +499,25 @@ class TabularPreprocessor:
             classes=tuple(str(v) for v in self.label_values),
         )
         return self
+
+    def _warn_identifiers(self, names: Sequence[str], x: np.ndarray) -> None:
+        """Warn about inferred numerical columns that look like row identifiers (e.g. ``ID``)."""
+        if len(x) < MIN_ROWS_FOR_ID_WARNING:
+            return
+        for j, name in enumerate(names):
+            column = x[:, j]
+            if name in self._declared or np.isnan(column).any() or (column != np.round(column)).any():
+                continue
+            distinct = len(np.unique(column)) == len(column)
+            contiguous = column.max() - column.min() + 1 == len(column)
+            if distinct and (contiguous or ID_NAME.search(str(name))):
+                warnings.warn(
+                    f"numerical column {name!r} holds a distinct whole number in every row: a row identifier? It is "
+                    f"used as a feature, which only memorizes rows; drop it (--drop {name}, or drop=[{name!r}]) or "
+                    f"declare it (--numerical {name}) to silence this warning",
+                    UserWarning,
+                    stacklevel=3,
+                )
 
     def _with_indicators(self, x: np.ndarray, missing: np.ndarray) -> np.ndarray:
         """Append the 0/1 missing-indicator columns fitted on the training frame."""
@@ -449,7 +599,7 @@ def stratified_split(
     return np.sort(train), np.sort(val), np.sort(test)
 
 
-def _read_named(spec: DatasetSpec, path: Path) -> pd.DataFrame:
+def _read_named(spec: DatasetSpec, path: Path, na_values: Sequence[str] = ()) -> pd.DataFrame:
     if path.suffix == ".npz":  # MNIST: pixels + labels, corrupted as in the paper
         with np.load(path) as z:
             pixels, labels = z["x"].reshape(len(z["x"]), -1), z["y"]
@@ -462,7 +612,12 @@ def _read_named(spec: DatasetSpec, path: Path) -> pd.DataFrame:
         df[spec.label] = labels
         df[spec.ambiguity] = u
         return df
-    return read_table(path, na_values=list(spec.na_values) or None)
+    return read_table(path, na_values=(*spec.na_values, *na_values))
+
+
+def _class_counts(labels: pd.Series) -> str:
+    counts = labels.value_counts()
+    return f"its rarest class {counts.index[-1]!r} has {int(counts.iloc[-1])} row(s) among {len(counts)} classes"
 
 
 def _merge_types(
@@ -487,6 +642,8 @@ def load_dataset(
     download: bool = False,
     missing: str = "impute",
     infinite: str = "raise",
+    drop: Sequence[str] = (),
+    na_values: Sequence[str] = (),
 ) -> Splits:
     """Load ``"sim"``, a named dataset (see ``DATASETS``) or a CSV/Parquet file as 70/10/20 `Splits`.
 
@@ -494,10 +651,13 @@ def load_dataset(
     (covertype: 10,000 rows as in the paper; everything else: all rows). ``download=True`` fetches a
     missing named dataset from its original source; otherwise a missing file raises
     DatasetNotFoundError. For a file, ``label`` is required; ``Splits.name`` is then the file stem.
-    ``missing`` / ``infinite``: see `TabularPreprocessor`. The whole table is validated before it is
-    subsampled or split, so the rows that error messages name are the file's (0-based, header excluded).
+    ``missing`` / ``infinite``: see `TabularPreprocessor`; ``drop``: columns that are not features (e.g.
+    an ID); ``na_values``: extra cell texts that mean "missing" in every column (see `read_table`).
+    Column names are matched exactly, else without surrounding spaces (`resolve_names`). The whole table
+    is validated before it is subsampled or split, so the rows that error messages name are the file's
+    (0-based, header excluded).
     """
-    drop: tuple[str, ...] = ()
+    drop = tuple(drop)
     ambiguity = None
     key = str(name_or_path)
     if key == "sim":
@@ -510,7 +670,7 @@ def load_dataset(
             if not download:
                 raise
             path = download_dataset(key, data_dir)
-        name, df, drop, ambiguity = key, _read_named(spec, path), spec.drop, spec.ambiguity
+        name, df, drop, ambiguity = key, _read_named(spec, path, na_values), (*spec.drop, *drop), spec.ambiguity
         if label is not None and label != spec.label:
             raise ValueError(f"dataset {key!r} has label {spec.label!r}, not {label!r}")
         label = spec.label
@@ -523,8 +683,10 @@ def load_dataset(
         path = Path(name_or_path)
         if label is None:
             raise ValueError(f"loading the file {path} needs label=<name of the label column>")
-        df = read_table(path)
+        df = read_table(path, na_values=na_values)
         name = path.name.removesuffix(".gz").rsplit(".", 1)[0]
+    numerical, categorical = resolve_names(df, numerical, "numerical"), resolve_names(df, categorical, "categorical")
+    drop = tuple(resolve_names(df, drop, "drop"))
 
     preprocessor = TabularPreprocessor(
         label, numerical, categorical, ambiguity_column=ambiguity, drop=drop, missing=missing, infinite=infinite
@@ -532,14 +694,21 @@ def load_dataset(
     preprocessor.validate(df)
     if max_rows is not None and max_rows < 1:
         raise ValueError(f"max_rows must be a positive number of rows, got {max_rows}")
-    try:
-        if max_rows is not None and max_rows < len(df):
+    # sklearn's stratification errors do not say which class or what to do.
+    if max_rows is not None and max_rows < len(df):
+        try:
             keep, _ = train_test_split(
                 np.arange(len(df)), train_size=max_rows, stratify=df[label].to_numpy(), random_state=seed
             )
-            df = df.iloc[np.sort(keep)].reset_index(drop=True)
+        except ValueError as err:
+            raise ValueError(
+                f"cannot take a stratified subsample of {max_rows} of the {len(df)} rows by label {label!r} "
+                f"({_class_counts(df[label])}; {err}); use more rows (--max-rows), or merge or drop rare classes"
+            ) from err
+        df = df.iloc[np.sort(keep)].reset_index(drop=True)
+    try:
         train, val, test = stratified_split(df[label].to_numpy(), seed)
-    except ValueError as err:  # sklearn's stratification errors do not say which class or what to do
+    except ValueError as err:
         counts = df[label].value_counts()
         raise ValueError(
             f"cannot make a stratified 70/10/20 split of {len(df)} rows by label {label!r}: its rarest class "

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from dataclasses import asdict, is_dataclass
+
 import torch
 from torch import nn
 
@@ -26,6 +28,16 @@ class SSLMethod(nn.Module):
     """
 
     name: str = "method"
+    config: object = None  # the method's hyperparameters (a dataclass), recorded in every checkpoint
+
+    def settings(self) -> dict:
+        """The hyperparameters a checkpoint must match to be resumed (the config dataclass as a dict)."""
+        return asdict(self.config) if is_dataclass(self.config) else {}
+
+    def loss_weights(self, step: int) -> dict[str, float]:
+        """The weight of each loss term at optimizer step ``step`` (e.g. an ELBO's α with KL warm-up);
+        logged per epoch and used to name the weighted term that overflowed. Empty by default."""
+        return {}
 
     def loss(self, rows: torch.Tensor, step: int) -> torch.Tensor:
         """Differentiable training objective of one batch of packed rows at optimizer step ``step``."""

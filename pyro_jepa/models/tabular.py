@@ -6,6 +6,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 
 import torch
+import torch.nn.functional as F
 from torch import nn
 
 from ..data.masks import MaskCollator
@@ -132,8 +133,10 @@ class MaskedPredictor(nn.Module):
     ) -> torch.Tensor:
         """``context (B, M_ctx, dim)``, indices ``(B, M_ctx)``, ``(B, K, M_trg)`` -> ``(B, K, M_trg, pred_dim)``."""
         b, k, m_trg = target_index.shape
-        ctx = self.context_proj(context) + self.context_position[context_index]
-        trg = self.mask_token + self.target_position[target_index]
+        # F.embedding, not ``position[index]``: the backward of advanced indexing accumulates
+        # repeated indices in a thread-dependent order on CPU, so runs would not be reproducible.
+        ctx = self.context_proj(context) + F.embedding(context_index, self.context_position)
+        trg = self.mask_token + F.embedding(target_index, self.target_position)
         if self.condition_proj is not None:
             cond = self.condition_proj(condition)
             ctx = ctx + cond[:, None]

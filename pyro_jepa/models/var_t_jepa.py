@@ -193,6 +193,9 @@ class VarTJEPA(VarJEPA):
     def uncertainty(self, rows: torch.Tensor) -> torch.Tensor:
         return self.posterior(rows)[1]
 
+    def loss_weights(self, step: int) -> dict[str, float]:
+        return self.weights.at(step)
+
     def reseed(self, seed: int) -> None:
         self.masks.generator.manual_seed(seed)
 
