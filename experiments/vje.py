@@ -26,17 +26,16 @@ from pyro_jepa import cli, io
 from pyro_jepa.evaluate import collapse_report
 from pyro_jepa.evaluate.probes import knn_accuracy, linear_probe
 from pyro_jepa.image_pipeline import (
-    METHOD_LABELS,
     add_common_args,
     build_method,
     finish_args,
     load_splits,
-    markdown_table,
     plot_variances,
     run_header,
     train_config,
 )
 from pyro_jepa.pipeline import plot_training_curves
+from pyro_jepa.report import markdown_table
 from pyro_jepa.train import fit, seed_everything
 
 
@@ -92,7 +91,7 @@ def experiment(args, argv: list[str] | None, out: Path) -> int:
         method = build_method(name, args)
         result = fit(method, train, val, train_config(args, "probe"), out / "checkpoints" / name)
         method.cpu()
-        label = METHOD_LABELS[name]
+        label = method.name
         histories[label] = result.history
         row = probe_row(label, method.embed(train.rows).numpy(), y_train, method.embed(test.rows).numpy(), y_test, args)
         row["pretrain_seconds"] = result.seconds

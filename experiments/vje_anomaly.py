@@ -27,18 +27,17 @@ import pandas as pd
 from pyro_jepa import cli, io
 from pyro_jepa.evaluate.probes import knn_distance_score, one_class_auroc
 from pyro_jepa.image_pipeline import (
-    METHOD_LABELS,
     PRESETS,
     add_common_args,
     build_method,
     finish_args,
     load_full,
     load_splits,
-    markdown_table,
     plot_variances,
     run_header,
     train_config,
 )
+from pyro_jepa.report import markdown_table
 from pyro_jepa.train import fit, seed_everything
 
 # One-class runs train |classes| x |methods| models, so the CPU preset gets a smaller per-run budget.
@@ -91,7 +90,7 @@ def experiment(args, argv: list[str] | None, out: Path) -> int:
                 method.config.score_pairs = args.score_pairs
             result = fit(method, train, val, train_config(args, "loss"), out / "checkpoints" / f"{normal}-{name}")
             method.cpu()
-            label = METHOD_LABELS[name]
+            label = method.name
             scores = {f"{label} (k-NN)": knn_distance_score(method.embed(train.rows), method.embed(test.rows), k=args.knn_k)}
             if name == "vje":
                 vje_scores = method.anomaly_scores(test.rows)

@@ -8,7 +8,6 @@ import sys
 from pathlib import Path
 
 import numpy as np
-import pandas as pd
 import pyro
 import torch
 
@@ -16,10 +15,10 @@ from .data.images import IMAGE_DATASETS, ImageData, load_images, stratified_subs
 from .data.registry import resolve_data_dir
 from .models import SimSiam, SimSiamConfig, VICReg, VICRegConfig, VJE, VJEConfig
 from .models.image_ssl import ImageSSL
+from .report import figure, save_figure
 from .train import TrainConfig
 
 IMAGE_METHODS = {"vje": (VJE, VJEConfig), "simsiam": (SimSiam, SimSiamConfig), "vicreg": (VICReg, VICRegConfig)}
-METHOD_LABELS = {"vje": "VJE", "simsiam": "SimSiam", "vicreg": "VICReg"}
 
 # cpu: sized for <= 10 min on 2 shared cores (one thread avoids OpenMP spin-waiting under load);
 # paper: the usual CIFAR SSL setting (ResNet-18, CIFAR stem, full splits) for a GPU.
@@ -116,30 +115,14 @@ def train_config(args: argparse.Namespace, select: str) -> TrainConfig:
     )
 
 
-def markdown_table(frame: pd.DataFrame, floats: str = "{:.4f}") -> str:
-    header = "| " + " | ".join(frame.columns) + " |"
-    lines = [header, "|" + "---|" * len(frame.columns)]
-    for _, row in frame.iterrows():
-        cells = [floats.format(v) if isinstance(v, float) else str(v) for v in row.values]
-        lines.append("| " + " | ".join(cells) + " |")
-    return "\n".join(lines)
-
-
 def plot_variances(variances: dict[str, np.ndarray], path: Path) -> None:
     """Learned per-feature posterior variances (mean over test images), each curve sorted descending."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    fig, ax = plt.subplots(figsize=(6, 4))
+    fig, ax = figure(size=(6.0, 4.0))
     for label, var in variances.items():
         ax.plot(np.sort(var)[::-1], label=label)
     ax.set(title="VJE: per-feature posterior variance σ² (test mean)", xlabel="feature (sorted)", ylabel="σ²", yscale="log")
     ax.legend(fontsize=7)
-    fig.tight_layout()
-    fig.savefig(path, dpi=120)
-    plt.close(fig)
+    save_figure(fig, path)
 
 
 def run_header(args: argparse.Namespace, argv: list[str] | None) -> dict:

@@ -21,8 +21,8 @@ import xgboost
 from sklearn.metrics import log_loss
 from torch import nn
 
-from ..uncertainty import selective_metrics
 from .metrics import classification_metrics
+from .selective import selective_metrics
 from .networks import NETWORKS
 
 

@@ -71,7 +71,7 @@ class Posterior(NamedTuple):
 class VJE(ImageSSL):
     """Variational joint embedding, trained by ``pyro.infer.Trace_ELBO`` (see module docstring)."""
 
-    name = "vje"
+    name = "VJE"
 
     def __init__(self, config: VJEConfig | None = None) -> None:
         config = config or VJEConfig()
