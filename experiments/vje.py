@@ -84,7 +84,7 @@ def main(argv: list[str] | None = None) -> int:
     for name in args.methods:
         seed_everything(args.seed)  # same initial weights whatever ran before
         method = build_method(name, args)
-        result = fit(method, train, val, train_config(args, "probe"), out / "checkpoints" / name)
+        result = fit(method, train, val, train_config(args, "probe", len(train)), out / "checkpoints" / name)
         method.cpu()
         label = METHOD_LABELS[name]
         histories[label] = result.history

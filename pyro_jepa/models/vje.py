@@ -17,12 +17,14 @@ and (by default) the target embedding is detached, SimSiam's stop-gradient.
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 from typing import NamedTuple
 
 import pyro
 import pyro.distributions as dist
 import torch
+import torch.nn.functional as F
 from torch import nn
 
 from ..distributions.polar import PROJECTIONS, PolarStudentT, TangentPolarStudentT, polar
@@ -34,7 +36,9 @@ DIRECTIONS = (("ab", 0, 1), ("ba", 1, 0))
 DIRECTIONAL = ("bounded", *PROJECTIONS)
 PRIORS = ("standard", "mixture", "vamp")
 # Per-image scores of `VJE.anomaly_scores`, all oriented so that higher = more anomalous.
-SCORES = ("neg_elbo", "neg_loglik", "kl", "typicality", "mean_sigma", "entropy")
+SCORES = ("neg_elbo", "neg_loglik", "kl", "typicality", "neg_evidence", "mean_sigma", "entropy")
+# Entries of one (test chunk × reference × d) block in `VJE.evidence`: bounds its memory.
+EVIDENCE_BLOCK = 2**24
 
 
 @dataclass
@@ -49,7 +53,9 @@ class VJEConfig(ImageSSLConfig):
     exactly normalized density on a tangent-plane projection ("stereographic", "gnomonic";
     `TangentPolarStudentT`). ``prior``: p(z) = N(0, I) ("standard"), a learned mixture of
     ``prior_components`` diagonal Gaussians ("mixture"), or a VampPrior, the mixture of the
-    posteriors of ``prior_components`` learned pseudo-embeddings ("vamp").
+    posteriors of ``prior_components`` learned pseudo-embeddings ("vamp"). ``mean_on_sphere``: the
+    posterior mean is ``√d`` times a unit vector (where N(0, I) puts its mass), so neither the
+    prior nor a direction-only likelihood can shrink it until the noise σ·ε swamps its direction.
     """
 
     hidden: int = 512
@@ -63,6 +69,7 @@ class VJEConfig(ImageSSLConfig):
     directional: str = "bounded"
     prior: str = "standard"
     prior_components: int = 16
+    mean_on_sphere: bool = False
 
     def __post_init__(self) -> None:
         if self.likelihood not in ("student-t", "gaussian"):
@@ -114,6 +121,8 @@ class VJE(ImageSSL):
     def posterior(self, h: torch.Tensor) -> Posterior:
         hidden = self.inference(h)
         loc, scale = self.head(hidden)
+        if self.config.mean_on_sphere:
+            loc = math.sqrt(self.dim) * F.normalize(loc, dim=-1)
         if self.likelihood_logvar is None:
             lik_scale = scale
         else:
@@ -131,7 +140,7 @@ class VJE(ImageSSL):
         if c.prior == "mixture":
             logits, loc, scale = self.prior_logits, self.prior_loc, self.prior_log_scale.clamp(-6.0, 4.0).exp()
         else:
-            loc, scale = self.head(self.inference(self.pseudo_embeddings))
+            loc, scale = self.posterior(self.pseudo_embeddings)[:2]
             logits = loc.new_zeros(c.prior_components)
         k, d = loc.shape
         components = dist.Normal(loc.expand(batch, k, d), scale.expand(batch, k, d)).to_event(1)
@@ -218,13 +227,31 @@ class VJE(ImageSSL):
         return out
 
     @torch.no_grad()
-    def anomaly_scores(self, rows: torch.Tensor, pairs: int | None = None, samples: int = 8) -> dict[str, torch.Tensor]:
+    def evidence(self, reference: torch.Tensor, rows: torch.Tensor, generator: torch.Generator | None = None) -> torch.Tensor:
+        """``log p(h)`` ``(N,)`` of the un-augmented ``rows`` under VJE's likelihood with the aggregate
+        posterior of the ``reference`` images as prior (a VampPrior whose pseudo-inputs are the
+        training images): ``log (1/K) Σ_k p(h | z_k, h_k)`` with one draw ``z_k ~ q(z | h_k)`` per
+        reference image, whose σ and log-norm are the context. This integrates the target likelihood
+        over the training posteriors: high where training images predict h, whatever its own posterior."""
+        post = self.posterior(self.embed(reference))
+        z = self._sample_z(post, 1, generator)[0].unsqueeze(0)  # (1, K, d): broadcast over test rows
+        context = Posterior(*(t.unsqueeze(0) for t in post))
+        h = self.embed(rows)
+        chunk = max(1, EVIDENCE_BLOCK // (z.shape[1] * self.dim))
+        log_k = math.log(z.shape[1])
+        return torch.cat([self.likelihood(z, context).log_prob(c.unsqueeze(1)).logsumexp(-1) - log_k for c in h.split(chunk)])
+
+    @torch.no_grad()
+    def anomaly_scores(
+        self, rows: torch.Tensor, reference: torch.Tensor | None = None, pairs: int | None = None, samples: int = 8
+    ) -> dict[str, torch.Tensor]:
         """Per-image scores ``(N,)`` named in `SCORES`, higher = more anomalous.
 
         On ``pairs`` seeded view pairs (``samples`` draws of z each), averaged: ``neg_elbo`` (the
         negative symmetric ELBO), ``neg_loglik`` (its expected log-likelihood term) and ``kl``. On the
         un-augmented image's posterior q(z | h): ``typicality`` = ``−E_q[log p_ψ(z)]``, and the
-        posterior's spread, ``mean_sigma`` and ``entropy``.
+        posterior's spread, ``mean_sigma`` and ``entropy``. With ``reference`` (normal training
+        images) also ``neg_evidence`` = ``−`` `evidence`.
         """
         pairs = pairs or self.config.score_pairs
         generator = torch.Generator().manual_seed(EVAL_VIEW_SEED)
@@ -242,7 +269,10 @@ class VJE(ImageSSL):
             out["typicality"].append(self.cross_entropy(clean, samples, generator))
             out["mean_sigma"].append(clean.scale.mean(-1))
             out["entropy"].append(self.entropy(clean))
-        return {key: torch.cat(value) for key, value in out.items()}
+        scores = {key: torch.cat(value) for key, value in out.items() if value}
+        if reference is not None:
+            scores["neg_evidence"] = -self.evidence(reference, rows, generator)
+        return scores
 
     @torch.no_grad()
     def uncertainty(self, rows: torch.Tensor) -> torch.Tensor:
