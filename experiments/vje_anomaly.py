@@ -109,6 +109,7 @@ def model_scores(method, train: ImageData, test_rows: torch.Tensor, args: argpar
     return scores
 
 
+@torch.no_grad()
 def model_diagnostics(method, result, test_rows: torch.Tensor) -> dict:
     """Budget and health of one trained model: optimizer steps, selected epoch, collapse, σ²."""
     row = {"steps": result.history[-1]["step"], "best_epoch": result.best_epoch, "epochs": len(result.history),
@@ -117,6 +118,13 @@ def model_diagnostics(method, result, test_rows: torch.Tensor) -> dict:
     sigma = method.uncertainty(test_rows)
     if sigma is not None:
         row.update(variance_summary(sigma))
+    if method.name == "vje":
+        # ‖μ‖ against the typical norm ‖σ·ε‖ of the posterior noise: when the second dominates, a
+        # sample's direction is mostly noise and the latent carries little through a directional likelihood.
+        post = method.posterior(method.embed(test_rows))
+        row["posterior_mean_norm"] = float(post.loc.norm(dim=-1).mean())
+        row["posterior_noise_norm"] = float(post.scale.pow(2).sum(-1).sqrt().mean())
+        row["val_kl"] = result.history[result.best_epoch - 1]["val_kl"]
     return row
 
 

@@ -66,7 +66,7 @@ class VJEConfig(ImageSSLConfig):
     shared_variance: bool = True
     stop_gradient: bool = True
     score_pairs: int = 4
-    directional: str = "bounded"
+    directional: str = "stereographic"
     prior: str = "standard"
     prior_components: int = 16
     mean_on_sphere: bool = False
