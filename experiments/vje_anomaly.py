@@ -75,7 +75,8 @@ ANOMALY_PRESETS: dict[tuple[str, str], ImagePreset] = {
 OOD_DATASET = "mnist-10k"
 # Display names of VJE's scores (`pyro_jepa.models.vje.SCORES`).
 VJE_SCORE_LABELS = {"neg_elbo": "−ELBO", "neg_loglik": "−log-lik", "kl": "KL", "typicality": "typicality",
-                    "neg_evidence": "−evidence", "mean_sigma": "mean σ", "entropy": "entropy"}
+                    "neg_evidence": "−evidence",
+                    "elbo_two_sided": "|Δ ELBO| (typical set)", "mean_sigma": "mean σ", "entropy": "entropy"}
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
@@ -87,7 +88,10 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--ood-test", type=int, default=1000, help="fmnist-mnist: MNIST images scored as out-of-distribution")
     p.add_argument("--knn-k", type=int, default=5, help="neighbours of the k-NN distance score")
     p.add_argument("--score-pairs", type=int, default=4, help="view pairs averaged in VJE's ELBO scores")
+    p.add_argument("--resume", action="store_true", help="continue the run in --out: finished models are loaded, not retrained, and re-scored")
     args = p.parse_args(argv)
+    if args.resume and (args.out is None or args.overwrite):
+        p.error("--resume needs --out (the run folder to continue) and excludes --overwrite")
     if args.benchmark == "fmnist-mnist":
         if args.dataset not in ("cifar10", "fashion-mnist"):  # cifar10 is the shared default
             p.error("--benchmark fmnist-mnist trains on fashion-mnist; leave --dataset unset")
@@ -97,14 +101,14 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     return finish_args(p, args)
 
 
-def model_scores(method, train: ImageData, test_rows: torch.Tensor, args: argparse.Namespace) -> dict[str, np.ndarray]:
+def model_scores(method, train: ImageData, val: ImageData, test_rows: torch.Tensor, args: argparse.Namespace) -> dict[str, np.ndarray]:
     """Every anomaly score of one trained model on ``test_rows``, keyed by display name."""
     label = METHOD_LABELS[method.name]
     x_train, x_test = method.embed(train.rows), method.embed(test_rows)
     scores = {f"{label} (k-NN)": knn_distance_score(x_train, x_test, k=args.knn_k),
               f"{label} (Mahalanobis)": mahalanobis_score(x_train, x_test)}
     if method.name == "vje":
-        for key, value in method.anomaly_scores(test_rows, reference=train.rows, pairs=args.score_pairs).items():
+        for key, value in method.anomaly_scores(test_rows, reference=train.rows, validation=val.rows, pairs=args.score_pairs).items():
             scores[f"{label} ({VJE_SCORE_LABELS[key]})"] = value.numpy()
     return scores
 
@@ -112,8 +116,9 @@ def model_scores(method, train: ImageData, test_rows: torch.Tensor, args: argpar
 @torch.no_grad()
 def model_diagnostics(method, result, test_rows: torch.Tensor) -> dict:
     """Budget and health of one trained model: optimizer steps, selected epoch, collapse, σ²."""
+    # Summed epoch times, so a resumed run reports the training it loaded, not ~0 s.
     row = {"steps": result.history[-1]["step"], "best_epoch": result.best_epoch, "epochs": len(result.history),
-           "pretrain_seconds": result.seconds}
+           "pretrain_seconds": sum(epoch["seconds"] for epoch in result.history)}
     row.update(collapse_report(method.embed(test_rows).numpy()))
     sigma = method.uncertainty(test_rows)
     if sigma is not None:
@@ -131,19 +136,19 @@ def model_diagnostics(method, result, test_rows: torch.Tensor) -> dict:
 def train_one(name: str, args, train: ImageData, val: ImageData, folder: Path):
     seed_everything(args.seed)  # same initial weights whatever ran before
     method = build_method(name, args)
-    result = fit(method, train, val, train_config(args, "loss", len(train)), folder)
+    result = fit(method, train, val, train_config(args, "loss", len(train)), folder, resume=args.resume)
     return method.cpu(), result
 
 
 def run_one_class(args, full, out: Path, seed: int):
-    """Models for every normal class: yields (task, method, fit result, train, test, anomalous, extra)."""
+    """Models for every normal class: yields (task, method, fit result, train, val, test, anomalous, extra)."""
     _, _, test = load_splits(args, classes=[0], full=full)
     classes = list(range(len(test.classes))) if args.classes is None else [int(c) for c in args.classes.split(",")]
     for normal in classes:
         train, val, _ = load_splits(args, classes=[normal], full=full)
         for name in args.methods:
             method, result = train_one(name, args, train, val, out / "checkpoints" / f"seed{seed}-{normal}-{name}")
-            yield test.classes[normal], method, result, train, test, test.y.numpy() != normal, {}
+            yield test.classes[normal], method, result, train, val, test, test.y.numpy() != normal, {}
 
 
 def run_fmnist_mnist(args, full, out: Path, seed: int, ood: ImageData):
@@ -156,7 +161,7 @@ def run_fmnist_mnist(args, full, out: Path, seed: int, ood: ImageData):
         method, result = train_one(name, args, train, val, out / "checkpoints" / f"seed{seed}-{name}")
         # k-NN accuracy of the same model on Fashion-MNIST, for the probe goal at equal budget.
         accuracy = knn_accuracy(method.embed(train.rows), train.y, method.embed(test.rows), test.y)
-        yield "fmnist→mnist", method, result, train, both, anomalous, {"knn_accuracy": accuracy}
+        yield "fmnist→mnist", method, result, train, val, both, anomalous, {"knn_accuracy": accuracy}
 
 
 def summary_table(frame: pd.DataFrame, benchmark: str) -> pd.DataFrame:
@@ -175,7 +180,7 @@ def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     out = args.out or Path("runs") / f"vje-{args.benchmark}-{args.dataset}-{datetime.now():%Y%m%d-%H%M%S}"
     try:
-        out = prepare_run_dir(out, overwrite=args.overwrite)
+        out = prepare_run_dir(out, overwrite=args.overwrite, resume=args.resume)
         full = load_full(args)
         ood = None
         if args.benchmark == "fmnist-mnist":
@@ -192,9 +197,9 @@ def main(argv: list[str] | None = None) -> int:
     for seed in args.seeds:
         args.seed = seed
         runs = run_one_class(args, full, out, seed) if args.benchmark == "one-class" else run_fmnist_mnist(args, full, out, seed, ood)
-        for task, method, result, train, test, anomalous, extra in runs:
+        for task, method, result, train, val, test, anomalous, extra in runs:
             label = METHOD_LABELS[method.name]
-            for score_name, score in model_scores(method, train, test.rows, args).items():
+            for score_name, score in model_scores(method, train, val, test.rows, args).items():
                 records.append({"seed": seed, "task": task, "method": label, "score": score_name,
                                 "auroc": anomaly_auroc(score, anomalous)})
                 print(f"seed {seed}, {task}, {score_name}: AUROC {records[-1]['auroc']:.4f}")

@@ -146,13 +146,17 @@ def test_anomaly_experiment_writes_a_run_folder(tmp_path):
             "--out", str(out), *TINY]
     assert run_experiment("vje_anomaly", argv) == 0
     metrics = json.loads((out / "metrics.json").read_text())
-    vje_scores = {"−ELBO", "−log-lik", "KL", "typicality", "−evidence", "mean σ", "entropy", "k-NN", "Mahalanobis"}
+    vje_scores = {"−ELBO", "−log-lik", "KL", "typicality", "−evidence", "|Δ ELBO| (typical set)", "mean σ", "entropy",
+                  "k-NN", "Mahalanobis"}
     assert set(metrics["mean_auroc"]) == {f"VJE ({s})" for s in vje_scores} | {"SimSiam (k-NN)", "SimSiam (Mahalanobis)"}
     assert all(0.0 <= r["auroc"] <= 1.0 for r in metrics["auroc"])
     assert all(m["steps"] == 1 for m in metrics["models"]) and "var_median" in metrics["models"][0]
     assert (out / "vje_variances.png").is_file() and "airplane" in (out / "results.md").read_text()
     config = json.loads((out / "config.json").read_text())
     assert config["args"]["prior"] == "mixture"
+    # --resume loads the finished models instead of retraining them: same scores
+    assert run_experiment("vje_anomaly", [*argv, "--resume"]) == 0
+    assert json.loads((out / "metrics.json").read_text())["auroc"] == metrics["auroc"]
 
 
 def fake_mnist_pair(folder: Path) -> None:

@@ -36,7 +36,7 @@ DIRECTIONS = (("ab", 0, 1), ("ba", 1, 0))
 DIRECTIONAL = ("bounded", *PROJECTIONS)
 PRIORS = ("standard", "mixture", "vamp")
 # Per-image scores of `VJE.anomaly_scores`, all oriented so that higher = more anomalous.
-SCORES = ("neg_elbo", "neg_loglik", "kl", "typicality", "neg_evidence", "mean_sigma", "entropy")
+SCORES = ("neg_elbo", "neg_loglik", "kl", "typicality", "neg_evidence", "elbo_two_sided", "mean_sigma", "entropy")
 # Entries of one (test chunk × reference × d) block in `VJE.evidence`: bounds its memory.
 EVIDENCE_BLOCK = 2**24
 
@@ -243,7 +243,12 @@ class VJE(ImageSSL):
 
     @torch.no_grad()
     def anomaly_scores(
-        self, rows: torch.Tensor, reference: torch.Tensor | None = None, pairs: int | None = None, samples: int = 8
+        self,
+        rows: torch.Tensor,
+        reference: torch.Tensor | None = None,
+        validation: torch.Tensor | None = None,
+        pairs: int | None = None,
+        samples: int = 8,
     ) -> dict[str, torch.Tensor]:
         """Per-image scores ``(N,)`` named in `SCORES`, higher = more anomalous.
 
@@ -251,7 +256,9 @@ class VJE(ImageSSL):
         negative symmetric ELBO), ``neg_loglik`` (its expected log-likelihood term) and ``kl``. On the
         un-augmented image's posterior q(z | h): ``typicality`` = ``−E_q[log p_ψ(z)]``, and the
         posterior's spread, ``mean_sigma`` and ``entropy``. With ``reference`` (normal training
-        images) also ``neg_evidence`` = ``−`` `evidence`.
+        images) also ``neg_evidence`` = ``−`` `evidence`. With ``validation`` (held-out normal images)
+        also ``elbo_two_sided`` = ``|−ELBO − mean of −ELBO on validation|``, the typical-set test of
+        Nalisnick et al. (2019): an input whose ELBO is atypically *high* is flagged too.
         """
         pairs = pairs or self.config.score_pairs
         generator = torch.Generator().manual_seed(EVAL_VIEW_SEED)
@@ -272,6 +279,9 @@ class VJE(ImageSSL):
         scores = {key: torch.cat(value) for key, value in out.items() if value}
         if reference is not None:
             scores["neg_evidence"] = -self.evidence(reference, rows, generator)
+        if validation is not None:
+            typical = self.anomaly_scores(validation, pairs=pairs, samples=samples)["neg_elbo"].mean()
+            scores["elbo_two_sided"] = (scores["neg_elbo"] - typical).abs()
         return scores
 
     @torch.no_grad()
