@@ -47,6 +47,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     return finish_args(p, p.parse_args(argv))
 
 
+FLOATS = "{:.4g}"  # table cells: four significant digits
+
+
 def probe_row(label: str, x_train: np.ndarray, y_train: np.ndarray, x_test: np.ndarray, y_test: np.ndarray, args) -> dict:
     collapse = collapse_report(x_test)
     return {
@@ -89,7 +92,7 @@ def experiment(args, argv: list[str] | None, out: Path) -> int:
     for name in args.methods:
         seed_everything(args.seed)  # same initial weights whatever ran before
         method = build_method(name, args)
-        result = fit(method, train, val, train_config(args, "probe"), out / "checkpoints" / name)
+        result = fit(method, train, val, train_config(args, "probe", len(train)), out / "checkpoints" / name)
         method.cpu()
         label = method.name
         histories[label] = result.history
@@ -108,8 +111,9 @@ def experiment(args, argv: list[str] | None, out: Path) -> int:
     results.pipe(io.write_csv, out / "results.csv")
     metrics["wall_seconds"] = time.perf_counter() - started
     io.write_json(metrics, out / "metrics.json")
-    io.write_text(out / "results.md", 
-        f"# {args.dataset}: frozen-backbone probes (test subset)\n\n{markdown_table(results)}\n\n"
+    io.write_text(
+        out / "results.md",
+        f"# {args.dataset}: frozen-backbone probes (test subset)\n\n{markdown_table(results, FLOATS)}\n\n"
         f"Preset `{args.preset}`: backbone {args.backbone}, {args.epochs} epochs, batch {args.batch_size}, "
         f"{len(train)} training images, {len(test)} test images, seed {args.seed}. k-NN: cosine, k={args.knn_k}, "
         f"T={args.knn_temperature}. Linear: logistic regression on standardized features. Wall time "
@@ -118,7 +122,7 @@ def experiment(args, argv: list[str] | None, out: Path) -> int:
     plot_training_curves(histories, out / "training_curves.png")
     if variances:
         plot_variances(variances, out / "vje_variances.png")
-    print(markdown_table(results))
+    print(markdown_table(results, FLOATS))
     return 0
 
 
