@@ -99,9 +99,8 @@ def cached_representations(args, name, splits, method, seed) -> dict[str, np.nda
     path = args.out / "embeddings" / name / f"{method}-seed{seed}.npz"
     if path.exists():
         return dict(np.load(path))
-    model_config, train_config = make_preset(args.preset, name, len(splits.train))
-    train_config = replace(train_config, seed=seed, device=str(resolve_device(args.device)), progress=False,
-                           **({"epochs": args.epochs} if args.epochs else {}))
+    model_config, train_config = make_preset(args.preset, name, len(splits.train), args.epochs)
+    train_config = replace(train_config, seed=seed, device=str(resolve_device(args.device)), progress=False)
     started = time.perf_counter()
     model, fit = pretrain(method, splits, model_config, train_config, args.out / "checkpoints" / name / f"{method}-seed{seed}", resume=True)
     reps = representations(model, splits)

@@ -14,7 +14,6 @@ import torch
 from .data.tabular import Splits
 from .models import TJEPA, SSLMethod, TabularJEPAConfig, VarTJEPA
 from .train import FitResult, TrainConfig, fit
-from .uncertainty import row_uncertainty
 
 METHODS: dict[str, type[SSLMethod]] = {"var-t-jepa": VarTJEPA, "t-jepa": TJEPA}
 
@@ -79,15 +78,15 @@ def representations(method: SSLMethod, splits: Splits) -> dict[str, np.ndarray]:
 
 
 @torch.no_grad()
-def uncertainties(method: SSLMethod, splits: Splits, how: str) -> dict[str, np.ndarray] | None:
-    """Per-row latent uncertainty of each split, or None for methods without a posterior."""
-    out = {}
-    for name in ("train", "val", "test"):
-        scale = method.uncertainty(getattr(splits, name).rows.to(_device(method)))
-        if scale is None:
-            return None
-        out[name] = row_uncertainty(scale, how).cpu().numpy()
-    return out
+def uncertainties(
+    method: SSLMethod, splits: Splits, score: str | None = None, parts: tuple[str, ...] = ("val", "test")
+) -> dict[str, np.ndarray] | None:
+    """One per-row uncertainty score (``method.scores``; its default score when None) for each split
+    in ``parts``, or None for a method without scores."""
+    score = score or method.default_score
+    if score is None:
+        return None
+    return {name: method.scores(getattr(splits, name).rows.to(_device(method)), [score])[score].cpu().numpy() for name in parts}
 
 
 def _device(method: SSLMethod) -> torch.device:

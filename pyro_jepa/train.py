@@ -26,6 +26,7 @@ from .evaluate.diagnostics import linear_probe_accuracy
 from .models.base import SSLMethod
 
 CHECKPOINT_FORMAT = "pyro_jepa-checkpoint-v1"
+SELECTION_RULES = ("probe", "loss", "probe-filtered")
 
 
 @dataclass
@@ -33,8 +34,14 @@ class TrainConfig:
     """Optimization settings shared by every method.
 
     ``select``: "probe" keeps the epoch with the best validation accuracy of a ridge probe on the
-    embeddings (the paper's label-based selection, on the validation split only); "loss" keeps
-    the epoch with the lowest validation loss (label-free).
+    embeddings (label-informed, on the validation split only); "loss" keeps the epoch with the
+    lowest validation loss (label-free); "probe-filtered" is the paper's rule for Var-T-JEPA (label-
+    informed): the probe's accuracy on the validation rows left after dropping the 20 % most
+    uncertain by the method's default score, which favours the selective metrics.
+
+    Epochs that end inside a method's KL warm-up (``method.weights.warmup_steps``) are never
+    selected: their loss weights are not yet the final ones, so neither their validation loss nor
+    their uncertainty is comparable with a trained model's.
     """
 
     epochs: int = 30
@@ -55,8 +62,8 @@ class TrainConfig:
     def __post_init__(self) -> None:
         if self.amp not in ("none", "bf16"):
             raise ValueError(f"amp must be 'none' or 'bf16', got {self.amp!r}")
-        if self.select not in ("probe", "loss"):
-            raise ValueError(f"select must be 'probe' or 'loss', got {self.select!r}")
+        if self.select not in SELECTION_RULES:
+            raise ValueError(f"select must be one of {SELECTION_RULES}, got {self.select!r}")
         if self.epochs < 1 or self.batch_size < 2:
             raise ValueError("epochs must be >= 1 and batch_size >= 2")
 
@@ -132,11 +139,13 @@ def _optimizer(method: SSLMethod, config: TrainConfig) -> torch.optim.AdamW:
     return torch.optim.AdamW(groups, lr=config.lr)
 
 
-def _probe_score(method: SSLMethod, train: TabularData, val: TabularData, rows: int) -> float:
+def _probe_score(method: SSLMethod, train: TabularData, val: TabularData, rows: int, filtered: bool = False) -> float:
     keep = torch.arange(min(rows, len(train)), device=train.rows.device)
     x_train = method.embed(train.rows[keep]).flatten(1).cpu().numpy()
     x_val = method.embed(val.rows).flatten(1).cpu().numpy()
-    return linear_probe_accuracy(x_train, train.y[keep].cpu().numpy(), x_val, val.y.cpu().numpy())
+    score = method.default_score if filtered else None
+    uncertainty = None if score is None else method.scores(val.rows, [score])[score].cpu().numpy()
+    return linear_probe_accuracy(x_train, train.y[keep].cpu().numpy(), x_val, val.y.cpu().numpy(), uncertainty=uncertainty)
 
 
 def _non_finite_error(
@@ -213,6 +222,12 @@ def fit(
     n_batches = max(len(train) // config.batch_size, 1)
     total_steps = n_batches * config.epochs
     warmup_steps = n_batches * config.warmup_epochs
+    kl_warmup = method.weights.warmup_steps if hasattr(method, "weights") else 0
+    if kl_warmup > total_steps:
+        raise ValueError(
+            f"{method.name}: the KL warm-up ({kl_warmup} steps) outlasts the run ({total_steps} steps), so no epoch "
+            "could be selected; train longer or shorten the warm-up (LossWeights.anneal_*)"
+        )
     shuffle = torch.Generator().manual_seed(config.seed + 1)
     result = FitResult(checkpoint_dir=out_dir)
     start_epoch, step = 0, 0
@@ -287,12 +302,14 @@ def fit(
             row.update({f"val_{k}": v for k, v in method.diagnostics(val.rows, step).items()})
             if hasattr(method, "weights"):
                 row.update({f"alpha_{k}": v for k, v in method.weights.at(step).items()})
-            probe_now = config.select == "probe" and ((epoch + 1) % config.probe_every == 0 or epoch + 1 == config.epochs)
+            row["selectable"] = step >= kl_warmup
+            probe_now = config.select != "loss" and row["selectable"] and ((epoch + 1) % config.probe_every == 0 or epoch + 1 == config.epochs)
             if probe_now:
-                row["val_probe_accuracy"] = _probe_score(method, train, val, config.probe_rows)
+                row["val_probe_accuracy"] = _probe_score(method, train, val, config.probe_rows, config.select == "probe-filtered")
                 score = row["val_probe_accuracy"]
             else:
                 score = -row["val_loss"] if config.select == "loss" else -math.inf
+            score = score if row["selectable"] else -math.inf
             row["seconds"] = time.perf_counter() - epoch_started
             result.history.append(row)
             if score > result.best_score:

@@ -14,7 +14,8 @@ from scipy.linalg import LinAlgWarning
 from sklearn.linear_model import RidgeClassifier
 from sklearn.preprocessing import StandardScaler
 
-from pyro_jepa.evaluate.downstream import as_feature_matrix, classification_metrics, selective_metrics
+from pyro_jepa.evaluate.downstream import as_feature_matrix, classification_metrics
+from pyro_jepa.evaluate.selective import selective_metrics
 
 
 def per_dimension_std(emb: np.ndarray | torch.Tensor) -> np.ndarray:

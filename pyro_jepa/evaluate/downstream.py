@@ -21,9 +21,9 @@ import xgboost
 from sklearn.metrics import log_loss
 from torch import nn
 
-from ..uncertainty import selective_metrics
 from .metrics import classification_metrics
 from .networks import NETWORKS
+from .selective import selective_metrics
 
 
 @dataclass

@@ -55,3 +55,20 @@ class SSLMethod(nn.Module):
     def uncertainty(self, rows: torch.Tensor) -> torch.Tensor | None:
         """Posterior standard deviations ``(N, D, d)`` of the representation, if the method has any."""
         return None
+
+    # Names of the per-row uncertainty scores `scores` computes (see `pyro_jepa.models.scores`).
+    score_names: tuple[str, ...] = ()
+
+    @property
+    def default_score(self) -> str | None:
+        """The score used when none is named (selective prediction, filtered checkpoint selection)."""
+        return None
+
+    @torch.no_grad()
+    def scores(self, rows: torch.Tensor, names=None, n_masks: int = 8, seed: int = 0) -> dict[str, torch.Tensor]:
+        """Per-row uncertainty scores ``{name: (N,)}`` (higher = less sure); all of ``score_names`` for None.
+
+        Mask-averaged scores use ``n_masks`` mask draws seeded by ``seed``."""
+        if names:
+            raise ValueError(f"{self.name} has no uncertainty scores, asked for {names}")
+        return {}

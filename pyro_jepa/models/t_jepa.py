@@ -17,6 +17,7 @@ from torch import nn
 from ..data.tabular import TabularSchema
 from ..nn import gather_tokens
 from .base import SSLMethod, to_device
+from .scores import check_score_names
 from .tabular import MaskedPredictor, TabularJEPAConfig, TokenEncoder
 from .var_t_jepa import EVAL_CHUNK, EVAL_MASK_SEED
 
@@ -81,6 +82,18 @@ class TJEPA(SSLMethod):
     @torch.no_grad()
     def embed(self, rows: torch.Tensor) -> torch.Tensor:
         return torch.cat([self.target_encoder(chunk) for chunk in rows.split(EVAL_CHUNK)])
+
+    score_names = ("prediction-error",)
+
+    @property
+    def default_score(self) -> str:
+        return "prediction-error"
+
+    @torch.no_grad()
+    def scores(self, rows: torch.Tensor, names=None, n_masks: int = 8, seed: int = EVAL_MASK_SEED) -> dict[str, torch.Tensor]:
+        """``{"prediction-error": (N,)}``, see `prediction_error`."""
+        check_score_names(names, self.score_names, self.name)
+        return {"prediction-error": self.prediction_error(rows, n_masks, seed)}
 
     def reseed(self, seed: int) -> None:
         self.masks.generator.manual_seed(seed)

@@ -74,6 +74,11 @@ class LossWeights:
             "kl_s_y": self.kl_s_y * ramp(self.anneal_s_y),
         }
 
+    @property
+    def warmup_steps(self) -> int:
+        """The step from which every KL weight has its final value."""
+        return max(self.anneal_s_x, self.anneal_z, self.anneal_s_y, 0)
+
     def to_dict(self) -> dict:
         return asdict(self)
 
