@@ -11,9 +11,10 @@ import numpy as np
 import pandas as pd
 import torch
 
+from . import distributed
 from .data.tabular import Splits
 from .models import TJEPA, SSLMethod, TabularJEPAConfig, VarTJEPA
-from .train import FitResult, TrainConfig, fit
+from .train import CheckpointError, FitResult, TrainConfig, fit
 
 METHODS: dict[str, type[SSLMethod]] = {"var-t-jepa": VarTJEPA, "t-jepa": TJEPA}
 
@@ -63,9 +64,23 @@ def pretrain(
     checkpoint_dir: Path,
     resume: bool = False,
 ) -> tuple[SSLMethod, FitResult]:
-    """Build and train one method on the training split; returns it with its best weights."""
+    """Build and train one method on the training split; returns it with its best weights.
+
+    Writes ``pretrain_config.json`` (method, data, model and training settings) beside the
+    checkpoints; resuming a folder written with other settings raises `CheckpointError`, so two
+    experiments may share a checkpoint folder only where they ask for the same training.
+    """
     if method_name not in METHODS:
         raise ValueError(f"unknown method {method_name!r}; choose from {sorted(METHODS)}")
+    settings = to_jsonable({"method": method_name, "data": {"name": splits.name, "rows": len(splits.train), "schema": splits.schema},
+                            "model": model_config, "train": {k: v for k, v in asdict(train_config).items() if k not in ("device", "progress")}})
+    record = Path(checkpoint_dir) / "pretrain_config.json"
+    if resume and record.exists() and json.loads(record.read_text()) != settings:
+        raise CheckpointError(f"{checkpoint_dir} holds a {method_name} trained with other settings (see {record}); "
+                              "use another folder or remove it")
+    if distributed.info().is_main:
+        Path(checkpoint_dir).mkdir(parents=True, exist_ok=True)
+        record.write_text(json.dumps(settings, indent=2) + "\n")
     torch.manual_seed(train_config.seed)  # identical initial weights for a seed
     method = METHODS[method_name](splits.schema, model_config, seed=train_config.seed)
     return method, fit(method, splits.train, splits.val, train_config, checkpoint_dir, resume=resume)

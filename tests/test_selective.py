@@ -10,6 +10,7 @@ from pyro_jepa.evaluate.ambiguity import ambiguity_scores, roc_auc, spearman, su
 from pyro_jepa.evaluate.selective import (
     CombinedAbstention,
     RiskControlledAbstention,
+    abstention_study,
     aurc,
     clopper_pearson_upper,
     confidence_scores,
@@ -197,3 +198,25 @@ def test_combined_rule_vs_confidence_alone(latent_signal):
         # than confidence alone beyond sampling noise.
         assert np.mean(used) <= 0.15
         assert np.mean(gains) > -0.003 and min(gains) > -0.02
+
+
+def test_abstention_study_rows_and_risk_outcome():
+    rng = np.random.default_rng(6)
+
+    def split(n):
+        confidence, latent, errors = toy_selective_problem(rng, n, 1.0)
+        y = rng.integers(0, 2, n)
+        p_pred = 0.5 + 0.5 / (1 + confidence)  # probability of the predicted class, falling with the confidence score
+        pred = np.where(errors == 1, 1 - y, y)
+        proba = np.where(pred[:, None] == np.arange(2), p_pred[:, None], 1 - p_pred[:, None])
+        return y, proba, latent
+
+    (y_val, p_val, l_val), (y_test, p_test, l_test) = split(2000), split(2000)
+    report, risk = abstention_study(y_val, p_val, y_test, p_test, l_val, l_test, risk_target=0.05)
+    assert set(report["score"]) == {"max-prob", "entropy", "latent", "combined", "random"}
+    assert report["combined_uses_latent"].all()
+    auroc = report[report["drop"] == 0].set_index("score")["error_auroc"]
+    assert auroc["combined"] > auroc["max-prob"] and auroc["combined"] > auroc["latent"]
+    assert risk["target"] == 0.05 and 0 < risk["coverage"] < 1 and risk["error"] <= 0.05 + 0.01
+    report, risk = abstention_study(y_val, p_val, y_test, p_test)
+    assert set(report["score"]) == {"max-prob", "entropy", "random"} and risk is None

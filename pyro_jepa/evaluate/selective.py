@@ -260,3 +260,45 @@ class RiskControlledAbstention:
         return {"target": self.target, "delta": self.delta, "coverage": float(keep.mean()), "error": error,
                 "met": bool(error <= self.target), "calibration_coverage": self.calibration_coverage,
                 "calibration_bound": self.calibration_bound}
+
+
+# The confidence score the combined and risk-controlled rules use (for two classes it ranks rows as the entropy does).
+CONFIDENCE = "max-prob"
+
+
+def abstention_study(
+    y_val: np.ndarray,
+    proba_val: np.ndarray,
+    y_test: np.ndarray,
+    proba_test: np.ndarray,
+    latent_val: np.ndarray | None = None,
+    latent_test: np.ndarray | None = None,
+    risk_target: float | None = None,
+    delta: float = 0.1,
+    drop_fractions: Sequence[float] = DROP_FRACTIONS,
+    seed: int = 0,
+) -> tuple[pd.DataFrame, dict | None]:
+    """Every abstention rule for one trained predictor, judged on the test rows.
+
+    Rules: the predictor's confidence (``"max-prob"``, ``"entropy"``), the latent score alone
+    (``"latent"``), `CombinedAbstention` of max-prob and the latent score fitted on the validation rows
+    (``"combined"``, the default rule where a latent score exists) and ``"random"``; see
+    `selective_report` for the columns (plus ``combined_uses_latent``). With ``risk_target`` the
+    default rule (combined, else max-prob) is also calibrated on validation rows by
+    `RiskControlledAbstention` and its test outcome returned (else None).
+    """
+    errors_val = np.asarray(y_val) != proba_val.argmax(1)
+    confidence_val, confidence_test = confidence_scores(proba_val), confidence_scores(proba_test)
+    scores = dict(confidence_test)
+    default_val, default_test, uses_latent = confidence_val[CONFIDENCE], confidence_test[CONFIDENCE], None
+    if latent_val is not None and latent_test is not None:
+        rule = CombinedAbstention.fit(confidence_val[CONFIDENCE], latent_val, errors_val)
+        default_val = rule.score(confidence_val[CONFIDENCE], latent_val)
+        default_test = rule.score(confidence_test[CONFIDENCE], latent_test)
+        scores |= {"latent": np.asarray(latent_test, dtype=np.float64), "combined": default_test}
+        uses_latent = rule.use_latent
+    report = selective_report(y_test, proba_test.argmax(1), scores, drop_fractions, seed=seed).assign(combined_uses_latent=uses_latent)
+    if risk_target is None:
+        return report, None
+    risk = RiskControlledAbstention.fit(default_val, errors_val, risk_target, delta)
+    return report, risk.evaluate(default_test, np.asarray(y_test) != proba_test.argmax(1))
