@@ -32,8 +32,8 @@ from pyro_jepa.evaluate.downstream import fit_predict
 from pyro_jepa.evaluate.selective import abstention_study
 from pyro_jepa.evaluate.aggregate import count_cells, format_mean_std, summarize_runs
 from pyro_jepa.pipeline import pretrain, representations, uncertainties, write_json
-from pyro_jepa.presets import PRESETS, SETTINGS_OF, make_preset
-from pyro_jepa.train import resolve_device
+from pyro_jepa.presets import PRESETS, SETTINGS_NOTES, SETTINGS_OF, VARIANTS, make_preset
+from pyro_jepa.train import SELECTION_RULES, resolve_device
 
 DATASETS = ("adult", "covertype", "electricity", "mnist", "sim")
 # On a CPU, a transformer over MNIST's 784 pixel tokens is too slow; the quick run takes the 7x7 stand-in.
@@ -59,7 +59,11 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--label", action="append", default=[], help="label column of each --data, in order")
     p.add_argument("--data-dir", type=Path, help="folder with the named datasets")
     p.add_argument("--preset", default="cpu", choices=PRESETS)
+    p.add_argument("--variant", default="default", choices=sorted(VARIANTS),
+                   help="Var-T-JEPA model variant (pyro_jepa.presets.VARIANTS; 'paper' = the paper's decoders, KL weights and score)")
     p.add_argument("--quick", action="store_true", help=f"small budget for CPUs: {QUICK}")
+    p.add_argument("--methods", default=",".join(METHODS), help=f"pre-training methods, a subset of {list(METHODS)} "
+                   "('' for raw features only)")
     p.add_argument("--pretrain-seeds", type=int, default=3)
     p.add_argument("--downstream-seeds", type=int, default=5)
     p.add_argument("--predictors", help=f"subset of {sorted(PREDICTORS)} (default: the paper's six; --quick: mlp,xgboost)")
@@ -67,6 +71,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--max-rows", type=int, help="stratified subsample of every table (default: the dataset's own)")
     p.add_argument("--downstream-epochs", type=int, default=50)
     p.add_argument("--split-seed", type=int, default=0, help="fixes the 70/10/20 split for every run")
+    p.add_argument("--select", choices=SELECTION_RULES, default="loss",
+                   help="pre-training epoch kept: lowest validation loss after the KL warm-up (label-free, default), a ridge "
+                   "probe's validation accuracy, or probe-filtered, the paper's rule (both label-informed)")
     p.add_argument("--device", default="auto")
     p.add_argument("--out", type=Path, default=Path("runs/benchmark-tabular"), help="work folder (resumable)")
     p.add_argument("--report", type=Path, default=Path("docs/results/tabular.md"), help="Markdown report to write")
@@ -82,6 +89,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         p.error("give one --label per --data")
     args.datasets = [d for d in args.datasets.split(",") if d]
     args.predictors = [q for q in args.predictors.split(",") if q]
+    args.methods = [m for m in args.methods.split(",") if m]
+    if set(args.methods) - set(METHODS):
+        p.error(f"unknown methods {sorted(set(args.methods) - set(METHODS))}; choose from {list(METHODS)}")
     unknown = [q for q in args.predictors if q not in PREDICTORS]
     if unknown:
         p.error(f"unknown predictors {unknown}; choose from {sorted(PREDICTORS)}")
@@ -108,8 +118,8 @@ def cached_representations(args, name, splits, method, seed) -> dict[str, np.nda
     path = args.out / "embeddings" / name / f"{method}-seed{seed}.npz"
     if path.exists():
         return dict(np.load(path))
-    model_config, train_config = make_preset(args.preset, name, len(splits.train), args.epochs)
-    train_config = replace(train_config, seed=seed, device=str(resolve_device(args.device)), progress=False)
+    model_config, train_config = make_preset(args.preset, name, len(splits.train), args.epochs, variant=args.variant)
+    train_config = replace(train_config, seed=seed, device=str(resolve_device(args.device)), progress=False, select=args.select)
     started = time.perf_counter()
     model, fit = pretrain(method, splits, model_config, train_config, args.out / "checkpoints" / name / f"{method}-seed{seed}", resume=True)
     reps = representations(model, splits)
@@ -135,7 +145,7 @@ def run_dataset(args, name: str, source: str, label: str | None, done: set) -> N
     device = str(resolve_device(args.device))
     sources = [("raw features", None, {s: getattr(splits, s).raw_features() for s in ("train", "val", "test")})]
     n_features = splits.schema.n_features
-    for method in METHODS:
+    for method in args.methods:
         for seed in range(args.pretrain_seeds):
             reps = cached_representations(args, name, splits, method, seed)
             # (N, D, d): AutoInt and FT-Transformer take one token per feature embedding.
@@ -272,11 +282,13 @@ def report(args, runs: pd.DataFrame, timing: dict, command: str) -> str:
         "",
         f"Made by `{command}` on {platform.node() or 'this machine'} ({os.cpu_count()} CPU cores, "
         f"{'CUDA' if resolve_device(args.device).type == 'cuda' else 'no GPU'}; Python {platform.python_version()}).",
-        f"Preset `{args.preset}`{' with --quick' if args.quick else ''}: {args.pretrain_seeds} pre-training seed(s), "
+        f"Preset `{args.preset}`{' with --quick' if args.quick else ''}, model variant `{args.variant}` ({VARIANTS[args.variant]}): "
+        f"{args.pretrain_seeds} pre-training seed(s), "
         f"{args.downstream_seeds} downstream seed(s) (XGBoost: 1, it is deterministic), pre-training epochs "
         f"{args.epochs or 'from the preset'}, rows per table {args.max_rows or 'the dataset default'}, downstream MLP-type epochs "
         f"{args.downstream_epochs}. Split 70/10/20 fixed by seed {args.split_seed}; pre-training sees the training split only; "
-        "best pre-training epoch chosen on the validation split.",
+        f"the pre-training epoch kept is chosen on the validation split by `{args.select}` among the epochs after the KL warm-up"
+        + (" (label-free)." if args.select == "loss" else " (label-informed)."),
         "",
         "Each cell: mean ± std over all (pre-training seed × downstream seed) runs. *Paper* = Var-JEPA Tables 2–3 "
         "(transductive pre-training, one pre-training seed, untuned baselines); not the same protocol, so compare with care. "
@@ -286,8 +298,8 @@ def report(args, runs: pd.DataFrame, timing: dict, command: str) -> str:
         "test on validation keeps it). Machine-readable: `summary.csv`, `runs.jsonl`, `risk.jsonl`, `pretrain.jsonl` in the work folder "
         f"`{args.out}`; `{args.report.with_suffix('.csv').name}` beside this file.",
         "",
-        *[f"`{stand_in}` is a CPU stand-in for `{ours}` (see `pyro_jepa.data.DATASETS`); its *paper* column is the "
-          f"paper's `{ours}`." for stand_in, ours in SETTINGS_OF.items() if stand_in in set(summary["dataset"])],
+        *[f"`{stand_in}` ({SETTINGS_NOTES[stand_in]}) takes `{ours}`'s settings; its *paper* column is the paper's `{ours}`."
+          for stand_in, ours in SETTINGS_OF.items() if stand_in in set(summary["dataset"])],
         "",
     ]
     for dataset, block in summary.groupby("dataset", sort=False):

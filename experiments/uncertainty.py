@@ -13,8 +13,9 @@ masked-feature predictive NLL, the heteroscedastic decoder's scales; T-JEPA's pr
 For each score: Spearman with u, ROC AUC for detecting u >= q75, AURC of abstaining by it for a linear
 probe on the representation, and the AUROC of the score for the probe's errors. Beside them: the
 *supervised ceiling* (a gradient-boosting regressor trained on u from the raw features, scored on the
-test rows: no label-free score should be expected above it), a label-free raw-feature score (k-means
-margin) and the probe's own confidence. A selective table compares abstaining by the default latent
+test rows: no label-free score should be expected above it), label-free raw-feature scores (squared
+norm, k-means margin, Gaussian-mixture NLL: what a score needs no representation learning for) and
+the probe's own confidence. A selective table compares abstaining by the default latent
 score, by the probe's confidence, by the validation-fitted combination of both
 (`CombinedAbstention`) and at random. Everything is reported as mean ± std over the seeds with the
 sign across seeds, beside the paper's Figure 3.
@@ -40,14 +41,15 @@ import numpy as np
 import pandas as pd
 import torch
 from sklearn.cluster import KMeans
+from sklearn.mixture import GaussianMixture
 from sklearn.preprocessing import StandardScaler
 
 from pyro_jepa.data import load_dataset
 from pyro_jepa.evaluate import PREDICTORS, DownstreamConfig
 from pyro_jepa.evaluate.ambiguity import ambiguity_scores, supervised_ceiling
-from pyro_jepa.evaluate.selective import CombinedAbstention, aurc, confidence_scores, error_auroc, selective_report
+from pyro_jepa.evaluate.selective import CONFIDENCE, CombinedAbstention, aurc, confidence_scores, error_auroc, selective_report
 from pyro_jepa.pipeline import prepare_run_dir, pretrain, representations, write_json
-from pyro_jepa.presets import PRESETS, SETTINGS_OF, make_preset
+from pyro_jepa.presets import PRESETS, SETTINGS_NOTES, SETTINGS_OF, VARIANTS, make_preset
 from pyro_jepa.train import resolve_device
 from pyro_jepa.uncertainty import plot_figure3
 
@@ -57,15 +59,6 @@ DEFAULT_DATASETS = {"cpu": "mnist-7x7,sim", "paper": "mnist,sim"}
 # Var-JEPA Figure 3 (numbers printed in its panels).
 PAPER = {"mnist": {"aurc": 0.123, "spearman": 0.949, "roc_auc": 0.986}, "sim": {"aurc": 0.209, "spearman": 0.640, "roc_auc": 0.805}}
 PAPER_SCORE = "posterior-q90"  # the paper's aggregate on MNIST and SIM
-# Model variants: overrides of the preset. "paper" is the paper's model (one global decoder sigma per
-# path, the paper's loss weights); the others change the decoder scale and/or the final KL weight of s_y.
-VARIANTS: dict[str, dict] = {
-    "paper": {"decoder_scale": "global"},
-    "paper-kl1e-2": {"decoder_scale": "global", "kl_s_y": 1e-2},
-    "hetero": {"decoder_scale": "row"},
-    "hetero-kl1e-2": {"decoder_scale": "row", "kl_s_y": 1e-2},
-    "hetero-kl1e-1": {"decoder_scale": "row", "kl_s_y": 1e-1},
-}
 # Goal lines of the issue (Figure 3 with the default score).
 GOALS = {"sim": {"spearman": 0.64, "ceiling_share": 0.9, "roc_auc": 0.805}, "mnist": {"spearman": 0.949, "roc_auc": 0.986}}
 
@@ -79,9 +72,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--max-rows", type=int, help="stratified subsample of each table (default: all rows, 10,000)")
     p.add_argument("--seeds", default="0,1,2", help="pre-training seeds (comma-separated)")
     p.add_argument("--split-seed", type=int, default=0, help="fixes the 70/10/20 split and the probes")
-    p.add_argument("--variants", default=None, help=f"comma-separated Var-T-JEPA variants of {sorted(VARIANTS)} "
-                   "(default: the library default and the paper's)")
-    p.add_argument("--default-variant", default=None, help="the variant the goal lines judge (default: the library default)")
+    p.add_argument("--variants", default="default,paper", help=f"comma-separated Var-T-JEPA model variants of {sorted(VARIANTS)} "
+                   "(pyro_jepa.presets.VARIANTS)")
+    p.add_argument("--default-variant", default="default", help="the variant the goal lines judge")
     p.add_argument("--no-t-jepa", action="store_true", help="skip the T-JEPA baseline")
     p.add_argument("--probe-epochs", type=int, default=50, help="linear-probe epochs (early-stopped on validation)")
     p.add_argument("--masks", type=int, default=8, help="mask draws per row for the mask-averaged scores")
@@ -97,9 +90,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     if unknown or not args.datasets:
         p.error(f"--datasets must name some of {DATASETS} (rows with a known ambiguity u), got {unknown or 'none'}")
     args.seeds = [int(s) for s in args.seeds.split(",") if s]
-    library = library_variant()
-    args.default_variant = args.default_variant or library
-    args.variants = [v for v in (args.variants or ",".join(dict.fromkeys([library, "paper"]))).split(",") if v]
+    args.variants = [v for v in args.variants.split(",") if v]
     bad = [v for v in [*args.variants, args.default_variant] if v not in VARIANTS]
     if bad or args.default_variant not in args.variants:
         p.error(f"--variants must name some of {sorted(VARIANTS)} and include the default variant, got {bad or args.variants}")
@@ -107,24 +98,26 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     return args
 
 
-def library_variant() -> str:
-    """The variant the library's presets build by default."""
-    model, _ = make_preset("cpu", "sim", 7000)
-    return next(name for name, v in VARIANTS.items() if v.get("decoder_scale") == model.decoder_scale and "kl_s_y" not in v)
-
-
-def variant_config(model_config, variant: str):
-    """The preset's model config with a variant's overrides."""
-    spec = dict(VARIANTS[variant])
-    weights = model_config.weights if "kl_s_y" not in spec else replace(model_config.weights, kl_s_y=spec.pop("kl_s_y"))
-    return replace(model_config, weights=weights, **spec)
-
-
 def probe_outputs(features: dict[str, np.ndarray], y: dict[str, np.ndarray], n_classes: int, config: DownstreamConfig,
                   seed: int, device: str) -> dict[str, np.ndarray]:
     """A linear probe's class probabilities on the validation and test rows."""
     probe = PREDICTORS["linear"](features["train"], y["train"], features["val"], y["val"], n_classes, config, seed, device=device)
     return {part: probe.predict_proba(features[part]) for part in ("val", "test")}
+
+
+def mixture_nll(raw: dict[str, np.ndarray], k: int, seed: int) -> np.ndarray:
+    """A label-free density score on raw features: the negative log-likelihood of each test row under
+    a k-component diagonal Gaussian mixture fitted to the standardized training rows."""
+    scaler = StandardScaler().fit(raw["train"])
+    mixture = GaussianMixture(k, covariance_type="diag", reg_covar=1e-3, random_state=seed).fit(scaler.transform(raw["train"]))
+    return -mixture.score_samples(scaler.transform(raw["test"]))
+
+
+def squared_norm(raw: dict[str, np.ndarray]) -> np.ndarray:
+    """The simplest label-free score: each test row's mean squared feature after standardizing with
+    training statistics (how far the row sits from the training mean)."""
+    scaler = StandardScaler().fit(raw["train"])
+    return (scaler.transform(raw["test"]) ** 2).mean(1)
 
 
 def kmeans_margin(raw: dict[str, np.ndarray], k: int, seed: int) -> np.ndarray:
@@ -154,9 +147,7 @@ class Experiment:
         self.figures: dict[str, dict] = {}
 
     def pretrain(self, method: str, variant: str | None, name: str, splits, seed: int):
-        model_config, train_config = make_preset(self.args.preset, name, len(splits.train), self.args.epochs)
-        if variant is not None:
-            model_config = variant_config(model_config, variant)
+        model_config, train_config = make_preset(self.args.preset, name, len(splits.train), self.args.epochs, variant=variant or "default")
         train_config = replace(train_config, seed=seed, device=self.device, progress=not self.args.no_progress, select="loss")
         folder = f"{method}-seed{seed}" if variant is None else f"{variant}/{method}-seed{seed}"
         model, fit = pretrain(method, splits, model_config, train_config, self.args.checkpoints / name / folder, resume=True)
@@ -180,7 +171,9 @@ class Experiment:
         ceiling = supervised_ceiling(raw["train"], splits.train.ambiguity.cpu().numpy(), raw["test"], u, seed=seed)
         raw_proba = probe_outputs(raw, y, n_classes, self.probe_config, args.split_seed, self.device)
         raw_errors = (raw_proba["test"].argmax(1) != y["test"]).astype(float)
-        self.results += score_rows({"k-means margin (raw, label-free)": kmeans_margin(raw, n_classes, args.split_seed),
+        self.results += score_rows({"squared norm (raw, label-free)": squared_norm(raw),
+                                    "k-means margin (raw, label-free)": kmeans_margin(raw, n_classes, args.split_seed),
+                                    "Gaussian-mixture NLL (raw, label-free)": mixture_nll(raw, n_classes, args.split_seed),
                                     "probe entropy (raw, uses labels)": confidence_scores(raw_proba["test"])["entropy"]},
                                    u, raw_errors, **base, variant="-", representation="raw features",
                                    probe_accuracy=1 - raw_errors.mean(), ceiling_spearman=ceiling["spearman"],
@@ -191,14 +184,15 @@ class Experiment:
             proba = probe_outputs(representations(model, splits), y, n_classes, self.probe_config, args.split_seed, self.device)
             errors = {part: (proba[part].argmax(1) != y[part]).astype(float) for part in ("val", "test")}
             latent = {part: {k: v.cpu().numpy() for k, v in model.scores(rows[part], n_masks=args.masks).items()} for part in ("val", "test")}
-            confidence = {part: confidence_scores(proba[part])["entropy"] for part in ("val", "test")}
+            confidence = {part: confidence_scores(proba[part]) for part in ("val", "test")}
             label = "Var-T-JEPA" if method == "var-t-jepa" else "T-JEPA"
             keys = {**base, "variant": variant or "-", "representation": label, "probe_accuracy": 1 - errors["test"].mean(),
                     "ceiling_spearman": ceiling["spearman"], "ceiling_roc_auc": ceiling["roc_auc"]}
-            self.results += score_rows({**latent["test"], "probe entropy (uses labels)": confidence["test"]}, u, errors["test"], **keys)
+            self.results += score_rows({**latent["test"], "probe entropy (uses labels)": confidence["test"]["entropy"]}, u, errors["test"], **keys)
             score = model.default_score
+            confidence = {part: c[CONFIDENCE] for part, c in confidence.items()}
             rule = CombinedAbstention.fit(confidence["val"], latent["val"][score], errors["val"])
-            abstain = {f"latent ({score})": latent["test"][score], "probe confidence (entropy)": confidence["test"],
+            abstain = {f"latent ({score})": latent["test"][score], f"probe confidence ({CONFIDENCE})": confidence["test"],
                        "combined (fitted on validation)": rule.score(confidence["test"], latent["test"][score])}
             y_pred = proba["test"].argmax(1)
             self.selective.append(selective_report(y["test"], y_pred, abstain).assign(
@@ -236,8 +230,8 @@ def summarize(results: pd.DataFrame) -> pd.DataFrame:
 
 
 def default_score(args: argparse.Namespace, name: str) -> str:
-    """The per-row score the preset uses by default on dataset ``name``."""
-    return make_preset(args.preset, name, 1)[0].uncertainty
+    """The per-row score the judged variant uses by default on dataset ``name``."""
+    return make_preset(args.preset, name, 1, variant=args.default_variant)[0].uncertainty
 
 
 def goal_lines(name: str, block: pd.DataFrame, score: str) -> list[str]:
@@ -278,10 +272,10 @@ def report(args, results: pd.DataFrame, selective: pd.DataFrame, runs: pd.DataFr
         "Cells: mean ± std over seeds; *min* is the lowest Spearman over seeds (its sign is the sign stability). *Paper* = "
         "Var-JEPA Figure 3 (its own budget and protocol, one run).",
         "",
-        "Variants: " + "; ".join(f"`{v}` = {VARIANTS[v]}" for v in args.variants) + f". The goal lines judge `{args.default_variant}` "
-        "with the preset's default score for the dataset.",
+        "Model variants (`pyro_jepa.presets.VARIANTS`; `kl_s_y` None = Table 7's, `score` None = the paper's): "
+        + "; ".join(f"`{v}` = {VARIANTS[v]}" for v in args.variants) + f". The goal lines judge `{args.default_variant}` with its default score.",
         "",
-        *[f"`{stand_in}` stands in for `{ours}` (see `pyro_jepa.data`); its *paper* numbers are the paper's `{ours}`."
+        *[f"`{stand_in}` ({SETTINGS_NOTES[stand_in]}) takes `{ours}`'s settings; its *paper* numbers are the paper's `{ours}`."
           for stand_in, ours in SETTINGS_OF.items() if stand_in in set(results["dataset"])],
         "",
         "## Pre-training runs",
@@ -342,7 +336,7 @@ def main(argv: list[str] | None = None) -> int:
     command = " ".join(["python experiments/uncertainty.py", *(argv if argv is not None else sys.argv[1:])])
     device = str(resolve_device(args.device))
     out = prepare_run_dir(args.out, resume=True)
-    write_json({"command": command, "args": vars(args), "device": device, "variants": VARIANTS}, out / "config.json")
+    write_json({"command": command, "args": vars(args), "device": device, "variants": {v: VARIANTS[v] for v in args.variants}}, out / "config.json")
     started, load_start = time.perf_counter(), os.getloadavg()
     experiment = Experiment(args, device)
     try:

@@ -37,7 +37,7 @@ from pyro_jepa.pipeline import (
     uncertainties,
     write_json,
 )
-from pyro_jepa.presets import PRESETS, make_preset
+from pyro_jepa.presets import PRESETS, VARIANTS, make_preset
 from pyro_jepa.train import SELECTION_RULES, CheckpointError, resolve_device
 from pyro_jepa.models.scores import ROW_SCORES
 from pyro_jepa.uncertainty import plot_forest, plot_uncertainty, sample_latents, spearman, summarize, to_inference_data
@@ -57,6 +57,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     data.add_argument("--max-rows", type=int, help="stratified subsample of the table before splitting")
     model = p.add_argument_group("pre-training")
     model.add_argument("--preset", default="cpu", choices=PRESETS, help="cpu: small, minutes on 2 cores; paper: Var-JEPA Table 7 (GPU)")
+    model.add_argument("--variant", default="default", choices=sorted(VARIANTS),
+                       help="Var-T-JEPA model variant: decoder scale, KL weight of s_y, default score (pyro_jepa.presets.VARIANTS; "
+                       "'paper' = the paper's)")
     model.add_argument("--methods", default="var-t-jepa,t-jepa", help=f"comma-separated subset of {sorted(METHODS)}")
     model.add_argument("--epochs", type=int, help="override the preset's pre-training epochs")
     model.add_argument("--batch-size", type=int, help="override the preset's batch size")
@@ -182,7 +185,7 @@ def run(args: argparse.Namespace, argv: list[str] | None, rank: distributed.Dist
         print(f"error: {err}", file=sys.stderr)
         return 2
     schema = splits.schema
-    model_config, train_config = make_preset(args.preset, dataset, len(splits.train), args.epochs, args.batch_size)
+    model_config, train_config = make_preset(args.preset, dataset, len(splits.train), args.epochs, args.batch_size, args.variant)
     train_config = replace(
         train_config,
         seed=args.seed,

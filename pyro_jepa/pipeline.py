@@ -75,7 +75,7 @@ def pretrain(
     settings = to_jsonable({"method": method_name, "data": {"name": splits.name, "rows": len(splits.train), "schema": splits.schema},
                             "model": model_config, "train": {k: v for k, v in asdict(train_config).items() if k not in ("device", "progress")}})
     record = Path(checkpoint_dir) / "pretrain_config.json"
-    if resume and record.exists() and json.loads(record.read_text()) != settings:
+    if resume and record.exists() and _training_settings(json.loads(record.read_text())) != _training_settings(settings):
         raise CheckpointError(f"{checkpoint_dir} holds a {method_name} trained with other settings (see {record}); "
                               "use another folder or remove it")
     if distributed.info().is_main:
@@ -84,6 +84,14 @@ def pretrain(
     torch.manual_seed(train_config.seed)  # identical initial weights for a seed
     method = METHODS[method_name](splits.schema, model_config, seed=train_config.seed)
     return method, fit(method, splits.train, splits.val, train_config, checkpoint_dir, resume=resume)
+
+
+def _training_settings(settings: dict) -> dict:
+    """The settings that change training: all but the default score, which only the filtered-probe
+    selection reads."""
+    if settings["train"].get("select") == "probe-filtered":
+        return settings
+    return {**settings, "model": {k: v for k, v in settings["model"].items() if k != "uncertainty"}}
 
 
 @torch.no_grad()

@@ -125,3 +125,21 @@ def test_predictive_nll_is_the_decoded_predictor_mean_scored_at_hidden_features(
                     nll.append(-torch.log_softmax(logits[0, c], -1)[int(rows[i, j])].item())
         assert scores["predictive-nll"][i].item() == pytest.approx(np.mean(nll), rel=1e-5)
         assert scores["predictive-scale"][i].item() == pytest.approx(np.mean(log_scales) if log_scales else 0.0, abs=1e-5)
+
+
+def test_predictive_kl_is_the_elbo_prediction_term_per_row(schema, table):
+    """With one mask and s_x, z at their posterior means, predictive-kl is the row's KL between the
+    model's own target posterior and conditional prior (the Pyro sites), per target feature."""
+    torch.manual_seed(0)
+    model = VarTJEPA(schema, SMALL).eval()
+    rows = table.rows[:6]
+    score = model.scores(rows, ["predictive-kl"], n_masks=1, seed=2)["predictive-kl"]
+    masks = SMALL.mask_collator(schema.n_features, 2)(6)
+    s_x, _ = model.context_head(model.context_encoder(rows, index=masks.context))
+    pooled = model.pool(s_x)
+    z, _ = model.aux_encoder(pooled.flatten(1))
+    cache = {"pooled": pooled}
+    q = model.target_posterior(s_x, z, rows, masks.context, masks.target, cache)
+    p = model.conditional_prior(s_x, z, rows, masks.context, masks.target, cache)
+    expected = torch.distributions.kl_divergence(q, p) / (masks.target.shape[1] * masks.target.shape[2])
+    torch.testing.assert_close(score, expected, rtol=1e-5, atol=1e-5)

@@ -75,7 +75,7 @@ class VarTJEPA(VarJEPA):
         if not row_scale:
             self.log_sigma_x = nn.Parameter(torch.zeros(()))
             self.log_sigma_y = nn.Parameter(torch.zeros(()))
-        self.score_names = ("posterior-mean", "posterior-q90", "posterior-entropy", "prior-std", "predictive-nll") + (
+        self.score_names = ("posterior-mean", "posterior-q90", "posterior-entropy", "prior-std", "predictive-nll", "predictive-kl") + (
             ("predictive-scale", "decoder-scale") if row_scale else ()
         )
 
@@ -185,21 +185,26 @@ class VarTJEPA(VarJEPA):
         return torch.cat(locs), torch.cat(scales)
 
     def _masked_scores(self, rows: torch.Tensor, context: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
-        """``(B, 3)``: for one mask draw with s_x and z at their posterior means, the conditional prior's
-        mean std at the target features, the targets' predictive NLL per feature (the predictor's mean
-        decoded by the target decoder), and the mean log decoder std at numerical targets."""
+        """``(B, 4)`` for one mask draw with s_x and z at their posterior means: the conditional prior's
+        mean std at the target features; the targets' predictive NLL per feature (the predictor's mean
+        decoded by the target decoder); the mean log decoder std at numerical targets; and
+        KL(q(s_y | s_x, z, y) || p(s_y | s_x, z)) per target feature (the ELBO's prediction term)."""
         s_x, _ = self.context_head(self.context_encoder(rows, index=context))
-        z, _ = self.aux_encoder(self.pool(s_x).flatten(1))
+        pooled = self.pool(s_x)
+        z, _ = self.aux_encoder(pooled.flatten(1))
         loc, scale = self.predictor_head(self.predictor(s_x, context, target, condition=z))
         b, k, _, d = loc.shape
-        latents = loc.new_zeros(b, k, self.n_features, d).scatter(2, target.unsqueeze(-1).expand(-1, -1, -1, d), loc)
+        index = target.unsqueeze(-1).expand(-1, -1, -1, d)
+        latents = loc.new_zeros(b, k, self.n_features, d).scatter(2, index, loc)
         num_loc, num_scale, logits = self.decode("y", latents)
         lp = MixedTabular(num_loc, num_scale, logits, self.cardinalities).feature_log_prob(rows.unsqueeze(1).expand(-1, k, -1))
         hidden = self._target_mask(target).squeeze(-1).float()
         nll = -(lp * hidden).sum((1, 2)) / hidden.sum((1, 2))
         hidden_num = hidden[..., : self.schema.n_numerical]
         log_scale = (num_scale.log().expand_as(hidden_num) * hidden_num).sum((1, 2)) / hidden_num.sum((1, 2)).clamp(min=1)
-        return torch.stack([scale.mean((1, 2, 3)), nll, log_scale], dim=1)
+        post_loc, post_scale = (torch.gather(t.unsqueeze(1).expand(-1, k, -1, -1), 2, index) for t in self.target_params(rows, pooled, z))
+        kl = torch.distributions.kl_divergence(dist.Normal(post_loc, post_scale), dist.Normal(loc, scale)).sum(-1).mean((1, 2))
+        return torch.stack([scale.mean((1, 2, 3)), nll, log_scale, kl], dim=1)
 
     @property
     def default_score(self) -> str:
@@ -210,7 +215,7 @@ class VarTJEPA(VarJEPA):
         """Per-row uncertainty scores ``{name: (N,)}`` (see `pyro_jepa.models.scores.ROW_SCORES`).
 
         Posterior scores use the whole row (App. D.5); the masked scores (``prior-std``,
-        ``predictive-nll``, ``predictive-scale``) average ``n_masks`` training-like mask draws seeded by
+        ``predictive-nll``, ``predictive-scale``, ``predictive-kl``) average ``n_masks`` training-like mask draws seeded by
         ``seed`` (the same rows give the same scores; mask sizes are drawn per chunk of rows)."""
         names = check_score_names(names, self.score_names, self.name)
         out: dict[str, torch.Tensor] = {}
@@ -221,7 +226,7 @@ class VarTJEPA(VarJEPA):
                     out[name] = aggregate_std(scale, name.removeprefix("posterior-"))
             if "decoder-scale" in names:
                 out["decoder-scale"] = self.target_decoder.scale(loc).log().mean(-1)
-        masked = ("prior-std", "predictive-nll", "predictive-scale")
+        masked = ("prior-std", "predictive-nll", "predictive-scale", "predictive-kl")
         if any(n in masked for n in names):
             values = self.config.mask_average(rows, self._masked_scores, n_masks, seed, EVAL_CHUNK)
             out |= {n: values[:, i] for i, n in enumerate(masked) if n in names}
