@@ -29,9 +29,9 @@ import pandas as pd
 from pyro_jepa.data import load_dataset
 from pyro_jepa.evaluate import DownstreamConfig, PREDICTORS, collapse_report
 from pyro_jepa.evaluate.downstream import fit_predict
-from pyro_jepa.evaluate.selective import abstention_study
+from pyro_jepa.evaluate.selective import abstention_study, error_auroc
 from pyro_jepa.evaluate.aggregate import count_cells, format_mean_std, summarize_runs
-from pyro_jepa.pipeline import pretrain, representations, uncertainties, write_json
+from pyro_jepa.pipeline import device_of, pretrain, representations, uncertainties, write_json
 from pyro_jepa.presets import PRESETS, SETTINGS_NOTES, SETTINGS_OF, VARIANTS, make_preset
 from pyro_jepa.train import SELECTION_RULES, resolve_device
 
@@ -124,6 +124,8 @@ def cached_representations(args, name, splits, method, seed) -> dict[str, np.nda
     model, fit = pretrain(method, splits, model_config, train_config, args.out / "checkpoints" / name / f"{method}-seed{seed}", resume=True)
     reps = representations(model, splits)
     reps |= {f"score_{part}": values for part, values in uncertainties(model, splits).items()}
+    # Every score the method has, on the test rows: which one ranks the downstream errors best, across datasets.
+    reps |= {f"test_score:{name}": values.cpu().numpy() for name, values in model.scores(splits.test.rows.to(device_of(model))).items()}
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(path.stem + ".tmp.npz")
     np.savez(tmp, **reps)
@@ -175,6 +177,9 @@ def run_dataset(args, name: str, source: str, label: str | None, done: set) -> N
             append_jsonl(args.out / "runs.jsonl", [{**run, **r} for r in rows.to_dict(orient="records")])
             if risk is not None:
                 append_jsonl(args.out / "risk.jsonl", [{**run, **risk, "validation_error": val_error}])
+            errors = proba_test.argmax(1) != y["test"]
+            append_jsonl(args.out / "scores.jsonl", [{**run, "score": key.split(":", 1)[1], "error_auroc": error_auroc(errors, reps[key])}
+                                                    for key in reps if key.startswith("test_score:")])
             done.add(key)
             print(f"  {name} | {representation} (pretrain seed {pretrain_seed}) | {predictor} seed {seed}: "
                   f"acc {full['accuracy'].iloc[0]:.4f}", flush=True)
@@ -271,6 +276,21 @@ def risk_section(risk: pd.DataFrame) -> list[str]:
     return lines + [""]
 
 
+def score_section(scores: pd.DataFrame) -> list[str]:
+    """Error AUROC of every latent score, per dataset and representation (mean over runs and predictors)."""
+    if scores.empty:
+        return []
+    table = scores.pivot_table(index=["representation", "score"], columns="dataset", values="error_auroc", aggfunc="mean", sort=False)
+    lines = ["## Which latent score ranks the downstream errors", "",
+             "AUROC of each per-row score of the pre-trained model (`method.scores`) for the downstream predictor's test errors, "
+             "mean over pre-training seeds and predictors (0.5 = no information). The default abstention rule uses each model's "
+             "default score.", "",
+             "| representation | score | " + " | ".join(table.columns) + " | mean |", "|---|---|" + "---|" * (len(table.columns) + 1)]
+    for (representation, score), row in table.iterrows():
+        lines.append(f"| {representation} | {score} | " + " | ".join(f"{v:.3f}" for v in row) + f" | {row.mean():.3f} |")
+    return lines + [""]
+
+
 def report(args, runs: pd.DataFrame, timing: dict, command: str) -> str:
     summary = summarize_runs(runs)
     summary.to_csv(args.out / "summary.csv", index=False)
@@ -341,7 +361,9 @@ def report(args, runs: pd.DataFrame, timing: dict, command: str) -> str:
                       f"**{'met' if gap >= -0.01 else 'not met'}**."]
     risk = pd.DataFrame(read_jsonl(args.out / "risk.jsonl"))
     risk = risk[risk["dataset"].isin(summary["dataset"].unique())] if len(risk) else risk
-    lines += ["", *risk_section(risk), *pretraining_diagnostics(args, list(summary["dataset"].unique())), "",
+    scores = pd.DataFrame(read_jsonl(args.out / "scores.jsonl"))
+    scores = scores[scores["dataset"].isin(summary["dataset"].unique())] if len(scores) else scores
+    lines += ["", *risk_section(risk), *score_section(scores), *pretraining_diagnostics(args, list(summary["dataset"].unique())), "",
               "What these numbers say and why: [tabular_notes.md](tabular_notes.md) (written by hand, not by this script)."]
     return "\n".join(lines) + "\n"
 

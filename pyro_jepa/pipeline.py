@@ -97,7 +97,7 @@ def _training_settings(settings: dict) -> dict:
 @torch.no_grad()
 def representations(method: SSLMethod, splits: Splits) -> dict[str, np.ndarray]:
     """Flattened representations ``(N, D*d)`` of each split."""
-    return {name: method.embed(getattr(splits, name).rows.to(_device(method))).flatten(1).cpu().numpy() for name in ("train", "val", "test")}
+    return {name: method.embed(getattr(splits, name).rows.to(device_of(method))).flatten(1).cpu().numpy() for name in ("train", "val", "test")}
 
 
 @torch.no_grad()
@@ -109,10 +109,11 @@ def uncertainties(
     score = score or method.default_score
     if score is None:
         return None
-    return {name: method.scores(getattr(splits, name).rows.to(_device(method)), [score])[score].cpu().numpy() for name in parts}
+    return {name: method.scores(getattr(splits, name).rows.to(device_of(method)), [score])[score].cpu().numpy() for name in parts}
 
 
-def _device(method: SSLMethod) -> torch.device:
+def device_of(method: SSLMethod) -> torch.device:
+    """The device a method's parameters live on."""
     return next(method.parameters()).device
 
 

@@ -28,9 +28,13 @@ def test_benchmark_writes_report_and_resumes_without_recomputing(tmp_path):
     assert {rule for rep, rule in rules if rep == "Var-T-JEPA"} == {"max-prob", "entropy", "random", "latent", "combined"}
     risk = [json.loads(line) for line in (out / "risk.jsonl").read_text().splitlines()]
     assert len(risk) == len(full) and all(0 <= r["coverage"] <= 1 and r["target"] > 0 for r in risk)
+    scores = pd.DataFrame([json.loads(line) for line in (out / "scores.jsonl").read_text().splitlines()])
+    assert {"decoder-scale", "predictive-nll", "posterior-q90"} <= set(scores.loc[scores["representation"] == "Var-T-JEPA", "score"])
+    assert set(scores.loc[scores["representation"] == "T-JEPA", "score"]) == {"prediction-error"}
     text = report.read_text()
     assert "## sim" in text and "Var-T-JEPA ≥ T-JEPA (accuracy)" in text and "paper" in text
     assert "Goal (Var-T-JEPA, default rule" in text and "## Risk-controlled abstention" in text
+    assert "## Which latent score ranks the downstream errors" in text
     var_row = next(line for line in text.splitlines() if line.startswith("| sim | Var-T-JEPA | 0 |"))
     assert float(var_row.split("|")[-2]) > 0  # KL s_y at the chosen epoch, from the run's history.csv
     summary = pd.read_csv(report.with_suffix(".csv"))
