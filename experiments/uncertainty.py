@@ -184,6 +184,9 @@ class Experiment:
             proba = probe_outputs(representations(model, splits), y, n_classes, self.probe_config, args.split_seed, self.device)
             errors = {part: (proba[part].argmax(1) != y[part]).astype(float) for part in ("val", "test")}
             latent = {part: {k: v.cpu().numpy() for k, v in model.scores(rows[part], n_masks=args.masks).items()} for part in ("val", "test")}
+            if "predictive-mse" in latent["test"]:
+                # How much better than the training mean the decoded predictor guesses hidden numerical features.
+                self.runs[-1]["predictor_skill"] = 1 - latent["test"]["predictive-mse"].mean() / float((splits.test.x_num**2).mean())
             confidence = {part: confidence_scores(proba[part]) for part in ("val", "test")}
             label = "Var-T-JEPA" if method == "var-t-jepa" else "T-JEPA"
             keys = {**base, "variant": variant or "-", "representation": label, "probe_accuracy": 1 - errors["test"].mean(),
@@ -280,12 +283,17 @@ def report(args, results: pd.DataFrame, selective: pd.DataFrame, runs: pd.DataFr
         "",
         "## Pre-training runs",
         "",
-        "| dataset | method | variant | seed | best epoch / epochs | optimizer steps (after the KL warm-up) | seconds |",
-        "|---|---|---|---|---|---|---|",
+        "*Predictor skill*: 1 − the mean squared error of the decoded predictor mean at hidden numerical features over the "
+        "error of predicting the training mean (0: the conditional prior has learned nothing about hidden features from the "
+        "context; 1: perfect).",
+        "",
+        "| dataset | method | variant | seed | best epoch / epochs | optimizer steps (after the KL warm-up) | seconds | predictor skill |",
+        "|---|---|---|---|---|---|---|---|",
     ]
     for _, r in runs.iterrows():
+        skill = f"{r['predictor_skill']:.3f}" if pd.notna(r.get("predictor_skill")) else "–"
         lines.append(f"| {r['dataset']} | {r['method']} | {r['variant']} | {r['seed']} | {r['best_epoch']} / {r['epochs']} "
-                     f"| {r['steps']} ({r['steps_after_warmup']}) | {r['seconds']:.0f} |")
+                     f"| {r['steps']} ({r['steps_after_warmup']}) | {r['seconds']:.0f} | {skill} |")
     for name, block in summary.groupby("dataset", sort=False):
         ours = SETTINGS_OF.get(name, name)
         paper = PAPER.get(ours, {})

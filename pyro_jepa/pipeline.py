@@ -86,12 +86,15 @@ def pretrain(
     return method, fit(method, splits.train, splits.val, train_config, checkpoint_dir, resume=resume)
 
 
+# Config fields a method never reads (TabularJEPAConfig is shared by both tabular JEPAs).
+UNUSED_FIELDS = {"t-jepa": {"weights", "elbo", "decoder_scale", "uncertainty"}, "var-t-jepa": {"ema", "n_aux"}}
+
+
 def _training_settings(settings: dict) -> dict:
-    """The settings that change training: all but the default score, which only the filtered-probe
-    selection reads."""
-    if settings["train"].get("select") == "probe-filtered":
-        return settings
-    return {**settings, "model": {k: v for k, v in settings["model"].items() if k != "uncertainty"}}
+    """The settings that change training: all but the fields the method never reads and the default
+    score, which only the filtered-probe selection reads."""
+    unused = UNUSED_FIELDS.get(settings["method"], set()) | ({"uncertainty"} if settings["train"].get("select") != "probe-filtered" else set())
+    return {**settings, "model": {k: v for k, v in settings["model"].items() if k not in unused}}
 
 
 @torch.no_grad()

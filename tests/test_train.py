@@ -207,3 +207,23 @@ def test_presets_fit_the_kl_warm_up_into_the_run():
     assert train.epochs == 2 and model.weights.warmup_steps == steps_per_epoch  # capped at half the run
     model, _ = make_preset("paper", "mnist", n_train=7000, epochs=50, batch_size=100)
     assert model.weights.warmup_steps == 25 * 70
+
+
+def test_pretrain_reuses_a_checkpoint_folder_only_for_the_same_training(schema, splits, tmp_path):
+    from pyro_jepa.data.tabular import Splits
+    from pyro_jepa.pipeline import pretrain
+
+    data = Splits(splits[0], splits[1], splits[1], name="toy")
+    config = replace(FAST, epochs=1)
+    pretrain("var-t-jepa", data, SMALL, config, tmp_path / "v", resume=True)
+    stamp = (tmp_path / "v" / "best.pt").stat().st_mtime_ns
+    # The default score does not change training (only the filtered probe reads it): reused as it is.
+    pretrain("var-t-jepa", data, replace(SMALL, uncertainty="predictive-nll"), config, tmp_path / "v", resume=True)
+    assert (tmp_path / "v" / "best.pt").stat().st_mtime_ns == stamp
+    with pytest.raises(CheckpointError, match="other settings"):
+        pretrain("var-t-jepa", data, replace(SMALL, weights=LossWeights(kl_s_y=0.5)), config, tmp_path / "v", resume=True)
+    # T-JEPA never reads Var-T-JEPA's fields.
+    pretrain("t-jepa", data, SMALL, config, tmp_path / "t", resume=True)
+    pretrain("t-jepa", data, replace(SMALL, decoder_scale="row"), config, tmp_path / "t", resume=True)
+    with pytest.raises(CheckpointError, match="other settings"):
+        pretrain("t-jepa", data, SMALL, replace(config, lr=0.5), tmp_path / "t", resume=True)

@@ -103,13 +103,13 @@ def test_predictive_nll_is_the_decoded_predictor_mean_scored_at_hidden_features(
     torch.manual_seed(0)
     model = VarTJEPA(schema, replace(SMALL, decoder_scale="row")).eval()
     rows = table.rows[:4]
-    scores = model.scores(rows, ["predictive-nll", "predictive-scale"], n_masks=1, seed=9)
+    scores = model.scores(rows, ["predictive-nll", "predictive-scale", "predictive-mse"], n_masks=1, seed=9)
     masks = SMALL.mask_collator(schema.n_features, 9)(4)
     s_x, _ = model.context_head(model.context_encoder(rows, index=masks.context))
     z, _ = model.aux_encoder(model.pool(s_x).flatten(1))
     loc, _ = model.predictor_head(model.predictor(s_x, masks.context, masks.target, condition=z))
     for i in range(4):
-        nll, log_scales = [], []
+        nll, log_scales, squared = [], [], []
         for k in range(masks.target.shape[1]):
             for m, j in enumerate(masks.target[i, k].tolist()):
                 latents = torch.zeros(1, schema.n_features, SMALL.dim)
@@ -120,11 +120,13 @@ def test_predictive_nll_is_the_decoded_predictor_mean_scored_at_hidden_features(
                     s = sigma[0, j].item()
                     nll.append(0.5 * ((x - mean[0, j].item()) / s) ** 2 + math.log(s) + 0.5 * math.log(2 * math.pi))
                     log_scales.append(math.log(s))
+                    squared.append((x - mean[0, j].item()) ** 2)
                 else:
                     c = j - schema.n_numerical
                     nll.append(-torch.log_softmax(logits[0, c], -1)[int(rows[i, j])].item())
         assert scores["predictive-nll"][i].item() == pytest.approx(np.mean(nll), rel=1e-5)
         assert scores["predictive-scale"][i].item() == pytest.approx(np.mean(log_scales) if log_scales else 0.0, abs=1e-5)
+        assert scores["predictive-mse"][i].item() == pytest.approx(np.mean(squared) if squared else 0.0, rel=1e-5, abs=1e-6)
 
 
 def test_predictive_kl_is_the_elbo_prediction_term_per_row(schema, table):

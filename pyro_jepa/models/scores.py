@@ -21,6 +21,8 @@ ROW_SCORES: dict[str, str] = {
     "prior-std": "mean std of the learned conditional prior p(s_y | s_x, z) at hidden features, over masks",
     "predictive-nll": "masked-feature predictive NLL in observation space: context -> predictor mean -> target decoder, "
     "negative log-likelihood of the hidden features' true values per feature, over masks",
+    "predictive-mse": "squared error of the predictor's mean, decoded, at hidden numerical features, over masks (features "
+    "are standardized, so predicting the training mean scores each row's mean squared feature)",
     "predictive-kl": "KL(q(s_y | s_x, z, y) || p(s_y | s_x, z)) per hidden feature, over masks: the nats the row's hidden "
     "features cost beyond what the predictor expected (the ELBO's prediction term, per row)",
     "predictive-scale": "mean log of the decoder std predicted for hidden numerical features from the context alone, over "

@@ -75,7 +75,7 @@ class VarTJEPA(VarJEPA):
         if not row_scale:
             self.log_sigma_x = nn.Parameter(torch.zeros(()))
             self.log_sigma_y = nn.Parameter(torch.zeros(()))
-        self.score_names = ("posterior-mean", "posterior-q90", "posterior-entropy", "prior-std", "predictive-nll", "predictive-kl") + (
+        self.score_names = ("posterior-mean", "posterior-q90", "posterior-entropy", "prior-std", "predictive-nll", "predictive-kl", "predictive-mse") + (
             ("predictive-scale", "decoder-scale") if row_scale else ()
         )
 
@@ -185,10 +185,11 @@ class VarTJEPA(VarJEPA):
         return torch.cat(locs), torch.cat(scales)
 
     def _masked_scores(self, rows: torch.Tensor, context: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
-        """``(B, 4)`` for one mask draw with s_x and z at their posterior means: the conditional prior's
+        """``(B, 5)`` for one mask draw with s_x and z at their posterior means: the conditional prior's
         mean std at the target features; the targets' predictive NLL per feature (the predictor's mean
-        decoded by the target decoder); the mean log decoder std at numerical targets; and
-        KL(q(s_y | s_x, z, y) || p(s_y | s_x, z)) per target feature (the ELBO's prediction term)."""
+        decoded by the target decoder); the mean log decoder std at numerical targets;
+        KL(q(s_y | s_x, z, y) || p(s_y | s_x, z)) per target feature (the ELBO's prediction term); and
+        the squared error of the decoded predictor mean at numerical targets."""
         s_x, _ = self.context_head(self.context_encoder(rows, index=context))
         pooled = self.pool(s_x)
         z, _ = self.aux_encoder(pooled.flatten(1))
@@ -201,10 +202,12 @@ class VarTJEPA(VarJEPA):
         hidden = self._target_mask(target).squeeze(-1).float()
         nll = -(lp * hidden).sum((1, 2)) / hidden.sum((1, 2))
         hidden_num = hidden[..., : self.schema.n_numerical]
-        log_scale = (num_scale.log().expand_as(hidden_num) * hidden_num).sum((1, 2)) / hidden_num.sum((1, 2)).clamp(min=1)
+        n_hidden_num = hidden_num.sum((1, 2)).clamp(min=1)
+        log_scale = (num_scale.log().expand_as(hidden_num) * hidden_num).sum((1, 2)) / n_hidden_num
+        squared_error = (((rows[:, None, : self.schema.n_numerical] - num_loc) ** 2) * hidden_num).sum((1, 2)) / n_hidden_num
         post_loc, post_scale = (torch.gather(t.unsqueeze(1).expand(-1, k, -1, -1), 2, index) for t in self.target_params(rows, pooled, z))
         kl = torch.distributions.kl_divergence(dist.Normal(post_loc, post_scale), dist.Normal(loc, scale)).sum(-1).mean((1, 2))
-        return torch.stack([scale.mean((1, 2, 3)), nll, log_scale, kl], dim=1)
+        return torch.stack([scale.mean((1, 2, 3)), nll, log_scale, kl, squared_error], dim=1)
 
     @property
     def default_score(self) -> str:
@@ -215,7 +218,7 @@ class VarTJEPA(VarJEPA):
         """Per-row uncertainty scores ``{name: (N,)}`` (see `pyro_jepa.models.scores.ROW_SCORES`).
 
         Posterior scores use the whole row (App. D.5); the masked scores (``prior-std``,
-        ``predictive-nll``, ``predictive-scale``, ``predictive-kl``) average ``n_masks`` training-like mask draws seeded by
+        ``predictive-nll``, ``predictive-scale``, ``predictive-kl``, ``predictive-mse``) average ``n_masks`` training-like mask draws seeded by
         ``seed`` (the same rows give the same scores; mask sizes are drawn per chunk of rows)."""
         names = check_score_names(names, self.score_names, self.name)
         out: dict[str, torch.Tensor] = {}
@@ -226,7 +229,7 @@ class VarTJEPA(VarJEPA):
                     out[name] = aggregate_std(scale, name.removeprefix("posterior-"))
             if "decoder-scale" in names:
                 out["decoder-scale"] = self.target_decoder.scale(loc).log().mean(-1)
-        masked = ("prior-std", "predictive-nll", "predictive-scale", "predictive-kl")
+        masked = ("prior-std", "predictive-nll", "predictive-scale", "predictive-kl", "predictive-mse")
         if any(n in masked for n in names):
             values = self.config.mask_average(rows, self._masked_scores, n_masks, seed, EVAL_CHUNK)
             out |= {n: values[:, i] for i, n in enumerate(masked) if n in names}
