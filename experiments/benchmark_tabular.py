@@ -76,6 +76,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                    "probe's validation accuracy, or probe-filtered, the paper's rule (both label-informed)")
     p.add_argument("--device", default="auto")
     p.add_argument("--out", type=Path, default=Path("runs/benchmark-tabular"), help="work folder (resumable)")
+    p.add_argument("--checkpoints", type=Path, help="pre-training folder (default: OUT/checkpoints); may be shared with "
+                   "experiments/uncertainty.py")
     p.add_argument("--report", type=Path, default=Path("docs/results/tabular.md"), help="Markdown report to write")
     args = p.parse_args(argv)
     if args.quick:
@@ -85,6 +87,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     args.predictors = args.predictors or ",".join(PAPER_PREDICTORS)
     if args.datasets is None:
         args.datasets = ",".join(DATASETS)
+    args.checkpoints = args.checkpoints or args.out / "checkpoints"
     if len(args.data) != len(args.label):
         p.error("give one --label per --data")
     args.datasets = [d for d in args.datasets.split(",") if d]
@@ -112,6 +115,12 @@ def append_jsonl(path: Path, rows: list[dict]) -> None:
         os.fsync(f.fileno())
 
 
+def checkpoint_folder(args, name: str, method: str, seed: int) -> Path:
+    """Where one pre-training run lives: ``CHECKPOINTS/DATASET[/VARIANT]/METHOD-seedK``, the layout of
+    experiments/uncertainty.py, so the two can share runs (their settings are checked before reuse)."""
+    return args.checkpoints / name / (args.variant if method == "var-t-jepa" else "") / f"{method}-seed{seed}"
+
+
 def cached_representations(args, name, splits, method, seed) -> dict[str, np.ndarray]:
     """Embeddings and the method's default uncertainty score (validation and test rows) of one
     pre-training run, computed once."""
@@ -121,7 +130,7 @@ def cached_representations(args, name, splits, method, seed) -> dict[str, np.nda
     model_config, train_config = make_preset(args.preset, name, len(splits.train), args.epochs, variant=args.variant)
     train_config = replace(train_config, seed=seed, device=str(resolve_device(args.device)), progress=False, select=args.select)
     started = time.perf_counter()
-    model, fit = pretrain(method, splits, model_config, train_config, args.out / "checkpoints" / name / f"{method}-seed{seed}", resume=True)
+    model, fit = pretrain(method, splits, model_config, train_config, checkpoint_folder(args, name, method, seed), resume=True)
     reps = representations(model, splits)
     reps |= {f"score_{part}": values for part, values in uncertainties(model, splits).items()}
     # Every score the method has, on the test rows: which one ranks the downstream errors best, across datasets.
@@ -206,7 +215,7 @@ def pretraining_diagnostics(args, datasets: list[str]) -> list[str]:
             continue
         c = run["collapse_test"]
         terms = ["–"] * 5
-        history = args.out / "checkpoints" / run["dataset"] / f"{run['method']}-seed{run['seed']}" / "history.csv"
+        history = checkpoint_folder(args, run["dataset"], run["method"], run["seed"]) / "history.csv"
         if run["method"] == "var-t-jepa" and history.exists():
             best = pd.read_csv(history).set_index("epoch").loc[run["best_epoch"]]
             terms = [f"{best[f'val_{t}']:.3g}" for t in ("rec", "gen", "kl_s_x", "kl_z", "kl_s_y")]
