@@ -29,6 +29,7 @@ import pandas as pd
 from pyro_jepa.data import load_dataset
 from pyro_jepa.evaluate import DownstreamConfig, PREDICTORS, collapse_report
 from pyro_jepa.evaluate.downstream import fit_predict
+from pyro_jepa.evaluate.ambiguity import supervised_ceiling
 from pyro_jepa.evaluate.selective import abstention_study, error_auroc
 from pyro_jepa.evaluate.aggregate import count_cells, format_mean_std, summarize_runs
 from pyro_jepa.pipeline import device_of, pretrain, representations, uncertainties, write_json
@@ -155,6 +156,8 @@ def run_dataset(args, name: str, source: str, label: str | None, done: set) -> N
     config = DownstreamConfig(epochs=args.downstream_epochs)
     device = str(resolve_device(args.device))
     sources = [("raw features", None, {s: getattr(splits, s).raw_features() for s in ("train", "val", "test")})]
+    if name not in read_ceilings(args):
+        write_ceiling(args, name, splits, sources[0][2])
     n_features = splits.schema.n_features
     for method in args.methods:
         for seed in range(args.pretrain_seeds):
@@ -194,6 +197,21 @@ def run_dataset(args, name: str, source: str, label: str | None, done: set) -> N
                   f"acc {full['accuracy'].iloc[0]:.4f}", flush=True)
 
 
+def read_ceilings(args) -> dict:
+    path = args.out / "ceilings.json"
+    return json.loads(path.read_text()) if path.exists() else {}
+
+
+def write_ceiling(args, name: str, splits, raw: dict[str, np.ndarray]) -> None:
+    """For tables with a known ambiguity u (SIM, corrupted MNIST): how well a regressor trained on u
+    reads it off the raw features, reported beside the table's results."""
+    if splits.test.ambiguity is None:
+        return
+    ceilings = read_ceilings(args)
+    ceilings[name] = supervised_ceiling(raw["train"], splits.train.ambiguity.cpu().numpy(), raw["test"], splits.test.ambiguity.cpu().numpy())
+    write_json(ceilings, args.out / "ceilings.json")
+
+
 def paper_lookup() -> pd.DataFrame:
     paper = pd.read_csv(PAPER_TABLES)
     paper = pd.concat([paper, *(paper[paper["dataset"] == ours].assign(dataset=stand_in) for stand_in, ours in SETTINGS_OF.items())])
@@ -230,8 +248,9 @@ RULE_LABELS = {"combined": "combined rule (default)", "latent": "latent score al
                "entropy": "predictor entropy", "random": "random"}
 
 
-def selective_section(block: pd.DataFrame, paper: pd.DataFrame, dataset: str) -> list[str]:
-    """The selective table of one dataset (every abstention rule beside the baselines) and its goal lines."""
+def selective_section(block: pd.DataFrame, paper: pd.DataFrame, dataset: str, kept: pd.DataFrame) -> list[str]:
+    """The selective table of one dataset (every abstention rule beside the baselines) and its goal lines;
+    ``kept`` counts, per (predictor, representation), the fits whose combined rule kept the latent score."""
     lines = ["", "Selective prediction: test accuracy after abstaining on the 10/20/50 % of rows each rule ranks most "
              "uncertain (mean ± std over runs); error AUROC = how well the rule ranks the predictor's errors; *paper* = "
              "the paper's selective rows (abstaining by its latent score).", "",
@@ -250,7 +269,11 @@ def selective_section(block: pd.DataFrame, paper: pd.DataFrame, dataset: str) ->
                     ref = " / ".join(f"{paper.loc[k, 'accuracy']:.3f}" for k in keys)
             auroc = "–" if g["error_auroc_mean"].isna().all() else f"{g['error_auroc_mean'].iloc[0]:.3f}"
             f1_full = full.loc[(predictor, representation), "macro_f1_mean"]
-            lines.append(f"| {predictor} | {representation} | {RULE_LABELS[rule]} | {auroc} | "
+            label = RULE_LABELS[rule]
+            if rule == "combined" and (dataset, predictor, representation) in kept.index:
+                used = kept.loc[(dataset, predictor, representation)]
+                label += f"; latent kept in {int(used['sum'])} of {int(used['count'])} fits"
+            lines.append(f"| {predictor} | {representation} | {label} | {auroc} | "
                          + " | ".join(format_mean_std(g.loc[f, "accuracy_mean"], g.loc[f, "accuracy_std"]) for f in DROP_FRACTIONS)
                          + f" | {ref} | {f1_full:.3f} → {g.loc[DROP_FRACTIONS[-1], 'macro_f1_mean']:.3f} |")
         if representation == "Var-T-JEPA" and "combined" in by_rule:
@@ -306,6 +329,8 @@ def report(args, runs: pd.DataFrame, timing: dict, command: str) -> str:
     paper = paper_lookup()
     selective = summary[summary["abstain_by"] != "none"]
     summary = summary[summary["abstain_by"] == "none"]
+    combined = runs[(runs["abstain_by"] == "combined") & (runs["drop"] == DROP_FRACTIONS[0])]
+    kept = combined.astype({"combined_uses_latent": bool}).groupby(["dataset", "predictor", "representation"])["combined_uses_latent"].agg(["sum", "count"])
     lines = [
         "# Tabular benchmark: Var-T-JEPA vs T-JEPA vs raw features",
         "",
@@ -332,7 +357,10 @@ def report(args, runs: pd.DataFrame, timing: dict, command: str) -> str:
         "",
     ]
     for dataset, block in summary.groupby("dataset", sort=False):
+        ceiling = read_ceilings(args).get(dataset)
         lines += [f"## {dataset}", "", f"Wall time: {timing.get(dataset, float('nan')):.0f} s.", "",
+                  *([f"Supervised ceiling of any per-row score (a regressor trained on the true ambiguity u, test rows): Spearman "
+                     f"{ceiling['spearman']:.3f}, ROC AUC (u ≥ q75) {ceiling['roc_auc']:.3f}.", ""] if ceiling else []),
                   "| predictor | representation | accuracy | paper | macro-F1 | paper |", "|---|---|---|---|---|---|"]
         for _, row in block.iterrows():
             rep = row["representation"] + (f" ({int(round(row['drop'] * 100))}%)" if row["drop"] else "")
@@ -342,7 +370,7 @@ def report(args, runs: pd.DataFrame, timing: dict, command: str) -> str:
             ref_f1 = f"{ref['macro_f1']:.3f}" if ref is not None else "–"
             lines.append(f"| {row['predictor']} | {rep} | {format_mean_std(row['accuracy_mean'], row['accuracy_std'])} | {ref_acc} "
                          f"| {format_mean_std(row['macro_f1_mean'], row['macro_f1_std'])} | {ref_f1} |")
-        lines += selective_section(pd.concat([block, selective[selective["dataset"] == dataset]]), paper, dataset)
+        lines += selective_section(pd.concat([block, selective[selective["dataset"] == dataset]]), paper, dataset, kept)
         lines.append("")
     lines += ["## Cell counts at full coverage (predictor × dataset)", ""]
     for challenger, reference in (("Var-T-JEPA", "T-JEPA"), ("Var-T-JEPA", "raw features"), ("T-JEPA", "raw features")):
