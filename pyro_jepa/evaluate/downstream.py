@@ -253,6 +253,31 @@ PREDICTORS: dict[str, Callable[..., object]] = {
 train_mlp = PREDICTORS["mlp"]
 
 
+def fit_predict(
+    predictor: str,
+    features: tuple[np.ndarray, np.ndarray, np.ndarray],
+    y_train: np.ndarray,
+    y_val: np.ndarray,
+    n_classes: int,
+    config: DownstreamConfig | None = None,
+    seed: int = 0,
+    device: str = "cpu",
+    token_sizes: Sequence[int] | None = None,
+) -> tuple[np.ndarray, np.ndarray]:
+    """Train ``predictor`` on the train part of ``features`` = (train, val, test) arrays, ``(N, F)`` or
+    ``(N, D, d)``, and return its class probabilities on the validation and test rows.
+
+    ``token_sizes``: columns per feature token of the attention predictors; ``(N, D, d)`` arrays
+    default to ``(d,) * D``, anything else to one token per column.
+    """
+    config = config or DownstreamConfig()
+    x_tr, x_va, x_te = features
+    sizes = token_sizes or ((np.shape(x_tr)[2],) * np.shape(x_tr)[1] if np.ndim(x_tr) == 3 else None)
+    tokens = dataclasses.replace(config, token_sizes=None if sizes is None else tuple(sizes))
+    model = PREDICTORS[predictor](as_feature_matrix(x_tr), y_train, as_feature_matrix(x_va), y_val, n_classes, tokens, seed, device=device)
+    return model.predict_proba(as_feature_matrix(x_va)), model.predict_proba(as_feature_matrix(x_te))
+
+
 def evaluate_embeddings(
     features: Mapping[str, tuple[np.ndarray, np.ndarray, np.ndarray]],
     y_train: np.ndarray,
@@ -297,13 +322,9 @@ def evaluate_embeddings(
 
     rows: list[dict[str, object]] = []
     for predictor in predictors:
-        for name, (x_tr, x_va, x_te) in features.items():
-            sizes = (token_sizes or {}).get(name) or ((np.shape(x_tr)[2],) * np.shape(x_tr)[1] if np.ndim(x_tr) == 3 else None)
-            tokens = dataclasses.replace(config, token_sizes=None if sizes is None else tuple(sizes))
-            model = PREDICTORS[predictor](
-                as_feature_matrix(x_tr), y_train, as_feature_matrix(x_va), y_val, n_classes, tokens, seed, device=device
-            )
-            y_pred = model.predict_proba(as_feature_matrix(x_te)).argmax(axis=1)
+        for name, splits in features.items():
+            _, proba = fit_predict(predictor, splits, y_train, y_val, n_classes, config, seed, device, (token_sizes or {}).get(name))
+            y_pred = proba.argmax(axis=1)
             scores = {0.0: {**classification_metrics(y_test, y_pred), "coverage": 1.0}}
             if name in uncertainty:
                 scores |= selective_metrics(y_test, y_pred, uncertainty[name], drop_fractions)
