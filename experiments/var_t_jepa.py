@@ -33,6 +33,7 @@ from pyro_jepa.models import TERMS
 from pyro_jepa.evaluate import DownstreamConfig, collapse_report, evaluate_embeddings
 from pyro_jepa.pipeline import METHODS, plot_training_curves, pretrain, representations, uncertainties
 from pyro_jepa.presets import PRESETS, make_preset
+from pyro_jepa.run import save_model
 from pyro_jepa.train import MAY_CHANGE_ON_RESUME, data_fingerprint, resolve_device
 from pyro_jepa.uncertainty import SCORES, plot_forest, plot_uncertainty, sample_latents, spearman, summarize, to_inference_data
 
@@ -299,11 +300,15 @@ def run(args: argparse.Namespace, argv: list[str] | None, rank: distributed.Dist
     if not rank.is_main:
         return 0
     y = {s: getattr(splits, s).y.cpu().numpy() for s in ("train", "val", "test")}
+    fitted = {}
     results = evaluate_embeddings(
         features, y["train"], y["val"], y["test"], schema.n_classes, predictors=args.predictors,
         config=downstream_config, seed=args.seed, uncertainty=uncertainty, device=str(device),
-        token_sizes={"raw features": schema.raw_token_sizes},
+        token_sizes={"raw features": schema.raw_token_sizes}, fitted=fitted,
     )
+    for name, method in trained.items():  # usable again: pyro_jepa.load_run(out, name), python -m pyro_jepa
+        save_model(out / "checkpoints" / name, name, method, splits.preprocessor, splits.val,
+                   {p: fitted[(p, METHOD_LABELS[name])] for p in args.predictors})
     results.insert(0, "dataset", dataset)
     io.write_csv(results, out / "results.csv")
     table = markdown_table(results)
