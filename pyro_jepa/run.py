@@ -330,7 +330,7 @@ def load_run(run: str | os.PathLike[str], method: str = "var-t-jepa", device: st
             calibration = Calibration.from_dict(_read_json(folder / CALIBRATION_FILE))
         except (KeyError, TypeError, ValueError) as err:
             raise SavedRunError(f"{folder / CALIBRATION_FILE} is inconsistent ({err}); rerun the main job") from err
-    return LoadedRun(folder, method, model, preprocessor, predictors, default, score, calibration)
+    return LoadedRun(folder, method, model, preprocessor, predictors, default, score, calibration, manifest.get("extra") or {})
 
 
 def _load_method(path: Path, method: str, preprocessor: TabularPreprocessor, config: TabularJEPAConfig, device) -> SSLMethod:
@@ -373,6 +373,7 @@ class LoadedRun:
     default_predictor: str | None
     score: str | None
     calibration: Calibration | None
+    extra: dict = field(default_factory=dict)  # what the saver stored beside the model (save_model's ``extra``)
 
     @property
     def classes(self) -> list:

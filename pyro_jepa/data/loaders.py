@@ -125,7 +125,8 @@ def _separator(read_kwargs: dict) -> str:
 
 def _csv_kwargs(na_values: Sequence[str], read_kwargs: dict) -> dict:
     """pandas.read_csv keywords of the CSV rules: only empty cells (and ``na_values``) missing, exact floats."""
-    return {"keep_default_na": False, "na_values": ["", *na_values], "float_precision": "round_trip", **read_kwargs}
+    exact = {"float_precision": "round_trip"} if PANDAS_2 else {}  # pandas 3 parses exactly by default, and deprecates the flag
+    return {"keep_default_na": False, "na_values": ["", *na_values], **exact, **read_kwargs}
 
 
 def _raw_header(path: Path, sep: str) -> list[str]:
@@ -155,6 +156,7 @@ class MalformedTableError(ValueError):
     """A file the reader could parse, but whose rows do not fit its header."""
 
 
+PANDAS_2 = int(pd.__version__.split(".")[0]) < 3
 # What pandas and pyarrow raise for files they cannot parse (turned into one ValueError naming the file).
 READ_ERRORS = (pd.errors.ParserError, pd.errors.EmptyDataError, UnicodeDecodeError, OSError, EOFError, ValueError)
 
@@ -838,17 +840,17 @@ def _json_values(values: Sequence, what: str) -> list:
     return out
 
 
+def unseen_categories_message(counts: dict[str, int]) -> str:
+    """What `warn_unseen_categories` says about ``counts`` (column -> number of unseen values)."""
+    listed = ", ".join(f"{name!r}: {n}" for name, n in counts.items())
+    return f"categories not seen in the training data, encoded as unknown (code 0, like a missing value); values per column: {listed}"
+
+
 def warn_unseen_categories(counts: dict[str, int], stacklevel: int = 1) -> None:
     """One `UnseenCategoriesWarning` counting, per categorical column, the values not seen in the training
     data (none if ``counts`` is empty); ``stacklevel`` as for ``warnings.warn``, counted from the caller."""
     if counts:
-        listed = ", ".join(f"{name!r}: {n}" for name, n in counts.items())
-        warnings.warn(
-            f"categories not seen in the training data, encoded as unknown (code 0, like a missing value); "
-            f"values per column: {listed}",
-            UnseenCategoriesWarning,
-            stacklevel=stacklevel + 1,
-        )
+        warnings.warn(unseen_categories_message(counts), UnseenCategoriesWarning, stacklevel=stacklevel + 1)
 
 
 def stratified_split(
