@@ -322,7 +322,7 @@ def load_run(run: str | os.PathLike[str], method: str = "var-t-jepa", device: st
     for name, meta in predictor_meta.items():
         try:
             predictors[name] = load_predictor(folder, meta, str(target))
-        except (KeyError, TypeError, ValueError) as err:
+        except (KeyError, TypeError, ValueError, io.CheckpointError) as err:
             raise SavedRunError(f"{folder}: predictor {name!r} cannot be loaded ({err})") from err
     calibration = None
     if CALIBRATION_FILE in manifest["files"]:

@@ -62,7 +62,7 @@ class _JEPAEmbedder(TransformerMixin, BaseEstimator):
         validation_fraction: float = 0.1,
         numerical: list[str] | None = None,
         categorical: list[str] | None = None,
-        drop: tuple[str, ...] = (),
+        drop: list[str] | None = None,
         missing: str = "impute",
         uncertainty: str | None = None,
         device: str = "cpu",
@@ -101,7 +101,7 @@ class _JEPAEmbedder(TransformerMixin, BaseEstimator):
             )
         seed = int(check_random_state(self.random_state).randint(np.iinfo(np.int32).max))
         with _isolated_rng(self.device):
-            preprocessor = TabularPreprocessor(None, self.numerical, self.categorical, drop=self.drop, missing=self.missing)
+            preprocessor = TabularPreprocessor(None, self.numerical, self.categorical, drop=self.drop or (), missing=self.missing)
             data = preprocessor.fit(frame).transform(frame, labels=False)
             if data.schema.n_features < MIN_FEATURES:
                 raise ValueError(
@@ -155,7 +155,8 @@ class _JEPAEmbedder(TransformerMixin, BaseEstimator):
 
     @classmethod
     def load(cls, path: str | os.PathLike[str], device: str = "cpu") -> _JEPAEmbedder:
-        """A fitted embedder from a folder written by `save` (checked like `pyro_jepa.load_run`)."""
+        """A fitted embedder from a folder written by `save` (checked like `pyro_jepa.load_run`); parameters given
+        as tuples come back as lists (JSON has no tuples)."""
         run = load_run(path, cls.method, device)
         state = run.extra.get("sklearn")
         if not isinstance(state, dict) or state.get("class") != cls.__name__:

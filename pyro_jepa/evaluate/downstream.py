@@ -362,7 +362,8 @@ def save_predictor(model: object, folder: Path, name: str) -> tuple[dict, list[P
 def load_predictor(folder: Path, meta: Mapping, device: str = "cpu") -> object:
     """The predictor `save_predictor` wrote in ``folder`` with metadata ``meta``, on ``device``.
 
-    Raises ValueError when the files do not match the metadata (another network, another size).
+    Raises ValueError when the files do not match the metadata (another network, another size), and
+    `pyro_jepa.io.CheckpointError` for an unreadable network file.
     """
     path = Path(folder) / meta["file"]
     if meta["kind"] == "xgboost":
@@ -374,12 +375,9 @@ def load_predictor(folder: Path, meta: Mapping, device: str = "cpu") -> object:
         return model
     if meta["kind"] != "network" or meta["network"] not in NETWORKS:
         raise ValueError(f"{path}: unknown predictor kind {meta['kind']!r} / network {meta.get('network')!r}")
-    try:
-        state = torch.load(path, map_location=device, weights_only=True)
-    except Exception as err:  # torch raises several types for truncated or foreign files
-        raise ValueError(f"{path} is not a readable predictor ({type(err).__name__}: {err})") from err
-    if not isinstance(state, dict) or state.get("format") != PREDICTOR_FORMAT:
-        raise ValueError(f"{path} is not a saved pyro_jepa predictor (missing format tag {PREDICTOR_FORMAT!r})")
+    from ..train import load_checkpoint  # here: the engine imports this package
+
+    state = load_checkpoint(path, device, format_tag=PREDICTOR_FORMAT)
     settings = dict(meta["config"])
     if settings.get("token_sizes") is not None:
         settings["token_sizes"] = tuple(settings["token_sizes"])
