@@ -87,8 +87,7 @@ def _main(argv: list[str] | None) -> int:
             return run.embed_frame(chunk)
         return run.predict(chunk, args.coverage, args.risk, args.predictor, args.probabilities)
     pre = run.preprocessor
-    text = [name for name, cats in zip(pre.schema.categorical, pre.categories) if cats and all(isinstance(c, str) for c in cats)]
-    columns, total, chunks = iter_table(args.data, args.batch_rows, args.na_values, text_columns=text)
+    columns, total, chunks = iter_table(args.data, args.batch_rows, args.na_values, text_columns=pre.text_columns)
     ids = id_columns(args.id, columns, pre)
     lacking = [n for n in (*pre.source_numerical, *pre.schema.categorical) if n not in columns]
     if lacking:

@@ -462,7 +462,9 @@ class LoadedRun:
         if self.calibration is None:
             raise SavedRunError(f"{self.folder} holds no {CALIBRATION_FILE} (no validation rows were saved), so no threshold")
         (rule, value), = rules.items()
-        return ABSTENTION_RULES[rule](self.calibration, value, self._predictor(predictor)[0] if rule == "risk" else predictor)
+        if rule == "risk":  # errors are the predictor's: resolve the default one
+            predictor = self._predictor(predictor)[0]
+        return ABSTENTION_RULES[rule](self.calibration, value, predictor)
 
     def predict(
         self,

@@ -137,7 +137,6 @@ class _JEPAEmbedder(TransformerMixin, BaseEstimator):
         tags = super().__sklearn_tags__()
         tags.input_tags.allow_nan = True  # imputed with the training median (plus an indicator feature)
         tags.input_tags.string = True
-        tags.input_tags.categorical = True
         tags.transformer_tags.preserves_dtype = []  # always float32
         return tags
 

@@ -729,6 +729,11 @@ class TabularPreprocessor:
         counts = {name: int(((code == 0) & df[name].notna().to_numpy()).sum()) for name, code in zip(self.schema.categorical, codes)}
         return {name: n for name, n in counts.items() if n}
 
+    @property
+    def text_columns(self) -> list[str]:
+        """Categorical columns whose training categories are all text (read them as text in every chunk of a file)."""
+        return [name for name, cats in zip(self.schema.categorical, self.categories) if cats and all(isinstance(c, str) for c in cats)]
+
     def unseen_categories(self, df: pd.DataFrame) -> dict[str, int]:
         """Per categorical column, how many (non-missing) values of ``df`` were not seen at fit time."""
         return self._unseen(df, self._category_codes(df))

@@ -8,9 +8,13 @@ preprocessed numerical features and whose last ``D_cat`` columns are integer cat
 from __future__ import annotations
 
 from dataclasses import dataclass, field, replace
+from typing import TYPE_CHECKING
 
 import numpy as np
 import torch
+
+if TYPE_CHECKING:
+    from .loaders import TabularPreprocessor
 
 
 @dataclass(frozen=True)
@@ -140,7 +144,7 @@ class Splits:
     val: TabularData
     test: TabularData
     name: str = "table"
-    preprocessor: object | None = None
+    preprocessor: TabularPreprocessor | None = None
     source_rows: dict[str, np.ndarray] | None = None
 
     @property
