@@ -25,7 +25,6 @@ Abstention is a threshold on a row's uncertainty score, calibrated once on the r
 
 from __future__ import annotations
 
-import hashlib
 import json
 import math
 import os
@@ -40,6 +39,7 @@ import torch
 
 from . import __version__, io
 from .data.loaders import TabularPreprocessor
+from .data.registry import sha256_file
 from .data.tabular import TabularData
 from .evaluate.downstream import as_feature_matrix, load_predictor, save_predictor
 from .models import SSLMethod, TabularJEPAConfig
@@ -153,14 +153,6 @@ ABSTENTION_RULES: dict[str, Callable[[Calibration, float, str | None], float]] =
 # -- files ------------------------------------------------------------------------------------------
 
 
-def sha256(path: Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as fh:
-        for block in iter(lambda: fh.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
-
-
 def embedding_names(feature_names: tuple[str, ...], dim: int) -> list[str]:
     """Column names of a flattened ``(N, D, d)`` embedding: ``<feature>__<k>`` in flattening order."""
     return [f"{feature}__{k}" for feature in feature_names for k in range(dim)]
@@ -187,7 +179,7 @@ def save_model(
     folder = Path(folder)
     folder.mkdir(parents=True, exist_ok=True)
     predictors = dict(predictors or {})
-    files = [_save_weights(folder / WEIGHTS_FILE, method_name, method), folder / PREPROCESSOR_FILE]
+    files = [_save_weights(folder / WEIGHTS_FILE, method), folder / PREPROCESSOR_FILE]
     io.write_json(preprocessor.to_dict(), folder / PREPROCESSOR_FILE)
 
     score = default_score(method)
@@ -217,7 +209,7 @@ def save_model(
         "embedding": {"features": len(preprocessor.schema.feature_names), "dim": method.config.dim},
         "predictors": meta,
         "default_predictor": default,
-        "files": {path.name: sha256(path) for path in files},
+        "files": {path.name: sha256_file(path) for path in files},
         "pyro_jepa": __version__,
         "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
         "extra": extra or {},
@@ -226,7 +218,7 @@ def save_model(
     return folder
 
 
-def _save_weights(path: Path, method_name: str, method: SSLMethod) -> Path:
+def _save_weights(path: Path, method: SSLMethod) -> Path:
     """Write ``method``'s weights to ``path``, or check that the checkpoint already there holds them."""
     state = {k: v.detach().cpu() for k, v in method.state_dict().items() if isinstance(v, torch.Tensor)}
     if path.is_file():
@@ -285,7 +277,7 @@ def _check_files(folder: Path, files: Mapping[str, str]) -> None:
             raise SavedRunError(f"{folder / MODEL_FILE} lists a file outside its folder ({name!r}); the file is not trustworthy")
         if not path.is_file():
             raise SavedRunError(f"{path} is missing; the saved model is incomplete: rerun the main job")
-        if sha256(path) != digest:
+        if sha256_file(path) != digest:
             raise SavedRunError(
                 f"{path} changed after the run saved it (its sha256 differs from the one in {MODEL_FILE}: truncated, edited, "
                 "replaced, or the run was resumed and did not finish); rerun or finish the run"
@@ -404,7 +396,7 @@ class LoadedRun:
 
     def _embed_and_score(self, df: pd.DataFrame, how: str | None) -> tuple[np.ndarray, np.ndarray | None]:
         embeddings, scores = embed_and_score(self.method, self.encode(df), how)
-        return embeddings.cpu().numpy(), None if scores is None else scores.cpu().numpy().astype(np.float64)
+        return embeddings.cpu().numpy(), None if scores is None else scores.cpu().numpy()
 
     def embed(self, df: pd.DataFrame, flatten: bool = True) -> np.ndarray:
         """Posterior means (T-JEPA: target-encoder outputs) of each row: ``(N, D*d)``, or ``(N, D, d)`` with ``flatten=False``."""
