@@ -254,6 +254,12 @@ def find_model_folder(run: str | os.PathLike[str], method: str) -> Path:
     saved = sorted(p.parent.name for p in run.glob(f"checkpoints/*/{MODEL_FILE}"))
     if saved:
         raise SavedRunError(f"{run} holds no saved {method} model; it holds {saved}: pass method={saved[0]!r} (--method {saved[0]})")
+    trained = sorted(p.relative_to(run).parent.as_posix() for p in run.glob(f"checkpoints/**/{WEIGHTS_FILE}"))
+    if trained:
+        raise SavedRunError(
+            f"{run} holds no saved model, only weights (in {', '.join(trained)}): it is not a run of the main job "
+            "(experiments/var_t_jepa.py), whose Var-T-JEPA and T-JEPA models are saved for reuse, or one that did not finish"
+        )
     if (run / io.MARKER).is_file():
         raise SavedRunError(f"{run} is a run folder without a saved model (interrupted, or pre-training never finished)")
     raise SavedRunError(f"{run} is not a pyro_jepa run folder (no {io.MARKER} and no {MODEL_FILE}); pass the main job's --out folder")

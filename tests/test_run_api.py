@@ -296,6 +296,7 @@ def test_cli_embeds_and_predicts_in_chunks_keeping_ids(run_folder, loaded, tmp_p
     ("older format", r"holds weights \(best.pt\) but no model.json: the run was made by an older pyro_jepa"),
     ("newer format tag", r"has format 'pyro_jepa-saved-model-v9', but this pyro_jepa .* reads 'pyro_jepa-saved-model-v1'"),
     ("not a run folder", r"is not a pyro_jepa run folder"),
+    ("run of another script", r"holds no saved model, only weights \(in checkpoints/vje\): it is not a run of the main job"),
     ("output exists", r"exists; pass --overwrite"),
 ])
 def test_bad_input_is_one_error_line(run_folder, tmp_path, capsys, case, message):
@@ -323,6 +324,10 @@ def test_bad_input_is_one_error_line(run_folder, tmp_path, capsys, case, message
         (model / "model.json").write_text(json.dumps({**manifest, "format": "pyro_jepa-saved-model-v9"}))
     elif case == "not a run folder":
         run = tmp_path
+    elif case == "run of another script":  # e.g. experiments/vje.py: weights, but no saved tabular model
+        shutil.rmtree(run / "checkpoints")
+        (run / "checkpoints" / "vje").mkdir(parents=True)
+        shutil.copy(run_folder / "checkpoints" / "t-jepa" / "best.pt", run / "checkpoints" / "vje")
     elif case == "output exists":
         out.write_text("keep me")
     new.to_csv(data, index=False)
