@@ -11,7 +11,7 @@ Four ways to take one optimizer step on the same modules, batch, masks and optim
 * ``pyro``: ``elbo.differentiable_loss(model, guide, ...)`` with the same torch AdamW, as
   `pyro_jepa.train.fit` does;
 * ``pyro-nosync``: the same through the engine's default ELBO, which skips Pyro's per-site
-  ``.item()`` calls (`pyro_jepa.models.var_jepa.SyncFreeTrace_ELBO`);
+  ``.item()`` calls (`pyro_jepa.infer.SyncFreeTrace_ELBO`);
 * ``svi``: ``pyro.infer.SVI.step`` with ``pyro.optim.AdamW`` (one torch optimizer per
   parameter tensor, per-tensor clipping) and ``pyro.module`` registration in model and guide.
 

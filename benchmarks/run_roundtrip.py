@@ -28,10 +28,8 @@ from pyro_jepa import cli
 from pyro_jepa.data import load_dataset, make_sim
 from pyro_jepa.data.loaders import GENERATION_SEED, _read_named
 from pyro_jepa.data.registry import DATASETS, find_dataset_file
+from pyro_jepa.models import row_uncertainty
 from pyro_jepa.run import load_run
-from pyro_jepa.uncertainty import row_uncertainty
-
-METHOD_LABELS = {"var-t-jepa": "Var-T-JEPA", "t-jepa": "T-JEPA"}
 
 
 def source_table(name: str, data_dir: str | None) -> pd.DataFrame:
@@ -90,7 +88,7 @@ def main(argv: list[str] | None = None) -> int:
             cli_run(["predict", str(args.run), "--method", method, "--predictor", predictor, "--data", str(args.work / "test.csv"),
                      "--out", str(out), *common])
             accuracy = float((pd.read_csv(out, dtype={"prediction": str})["prediction"].to_numpy() == labels).mean())
-            run_accuracy = float(reported[(METHOD_LABELS[method], predictor)])
+            run_accuracy = float(reported[(loaded.method.name, predictor)])
             verdict = "equal" if accuracy == run_accuracy else "DIFFERENT"
             print(f"{method} + {predictor}: test accuracy {accuracy:.4f} from the fresh process, {run_accuracy:.4f} in results.csv: {verdict}")
     return 0

@@ -45,7 +45,9 @@ from pyro_jepa.io import write_json
 from pyro_jepa.pipeline import pretrain, representations
 from pyro_jepa.presets import PRESETS, SETTINGS_OF, make_preset
 from pyro_jepa.train import resolve_device
-from pyro_jepa.uncertainty import SCORES, ambiguity_scores, aurc, plot_figure3, plot_uncertainty, row_uncertainty
+from pyro_jepa.evaluate import ambiguity_scores, aurc
+from pyro_jepa.models import SCORES, row_uncertainty
+from pyro_jepa.uncertainty import plot_figure3, plot_uncertainty
 
 DATASETS = ("mnist", "mnist-7x7", "sim")
 # On a CPU, a transformer over MNIST's 784 pixel tokens is too slow; the cpu preset takes the 7x7 stand-in.

@@ -23,22 +23,19 @@ from dataclasses import replace
 from datetime import datetime
 from pathlib import Path
 
-import numpy as np
 import pandas as pd
 import torch
 
 from pyro_jepa import cli, distributed, io
 from pyro_jepa.data import DATASETS, load_dataset
-from pyro_jepa.models import TERMS
-from pyro_jepa.evaluate import DownstreamConfig, collapse_report, evaluate_embeddings
+from pyro_jepa.models import SCORES, TERMS
+from pyro_jepa.evaluate import DownstreamConfig, collapse_report, evaluate_embeddings, spearman
 from pyro_jepa.pipeline import METHODS, plot_training_curves, pretrain, representations, uncertainties
 from pyro_jepa.presets import PRESETS, make_preset
+from pyro_jepa.report import markdown_table
 from pyro_jepa.run import save_model
 from pyro_jepa.train import MAY_CHANGE_ON_RESUME, data_fingerprint, resolve_device
-from pyro_jepa.uncertainty import SCORES, plot_forest, plot_uncertainty, sample_latents, spearman, summarize, to_inference_data
-
-METHOD_LABELS = {"var-t-jepa": "Var-T-JEPA", "t-jepa": "T-JEPA"}
-
+from pyro_jepa.uncertainty import plot_forest, plot_uncertainty, sample_latents, summarize, to_inference_data
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -121,7 +118,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     return args
 
 
-def markdown_table(results: pd.DataFrame) -> str:
+def results_table(results: pd.DataFrame) -> str:
     """Results as a Markdown table: one row per representation (and drop), one column pair per predictor."""
     frame = results.copy()
     frame["representation"] = [
@@ -131,11 +128,7 @@ def markdown_table(results: pd.DataFrame) -> str:
     wide = frame.pivot_table(index="representation", columns="predictor", values=["accuracy", "macro_f1"], sort=False)
     wide.columns = [f"{predictor} {metric}" for metric, predictor in wide.columns]
     wide = wide[sorted(wide.columns, key=lambda c: (c.split()[0], c.split()[1]))]
-    header = "| representation | " + " | ".join(wide.columns) + " |"
-    lines = [header, "|" + "---|" * (len(wide.columns) + 1)]
-    for name, row in wide.iterrows():
-        lines.append(f"| {name} | " + " | ".join(f"{v:.4f}" for v in row.values) + " |")
-    return "\n".join(lines)
+    return markdown_table(wide.reset_index())
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -273,7 +266,7 @@ def run(args: argparse.Namespace, argv: list[str] | None, rank: distributed.Dist
     features = {"raw features": tuple(getattr(splits, s).raw_features() for s in ("train", "val", "test"))}
     uncertainty, histories, metrics, trained = {}, {}, {"dataset": dataset, "methods": {}}, {}
     for name in args.methods:
-        label = METHOD_LABELS[name]
+        label = METHODS[name].name
         checkpoints = out / "checkpoints" / name
         if args.resume and rank.is_main and not (checkpoints / "last.pt").exists():
             print(f"note: {checkpoints} holds no checkpoint yet; {label} starts from scratch")
@@ -308,10 +301,10 @@ def run(args: argparse.Namespace, argv: list[str] | None, rank: distributed.Dist
     )
     for name, method in trained.items():  # usable again: pyro_jepa.load_run(out, name), python -m pyro_jepa
         save_model(out / "checkpoints" / name, name, method, splits.preprocessor, splits.val,
-                   {p: fitted[(p, METHOD_LABELS[name])] for p in args.predictors})
+                   {p: fitted[(p, method.name)] for p in args.predictors})
     results.insert(0, "dataset", dataset)
     io.write_csv(results, out / "results.csv")
-    table = markdown_table(results)
+    table = results_table(results)
     io.write_text(out / "results.md", 
         f"# {dataset}: downstream test accuracy and macro-F1\n\n{table}\n\n"
         f"Preset `{args.preset}`, seed {args.seed}, device {device}. Pre-training on the training split only; "
@@ -330,7 +323,7 @@ def run(args: argparse.Namespace, argv: list[str] | None, rank: distributed.Dist
         summarize(idata, ["z", "s_w"]).to_csv(out / "arviz_summary.csv")
         plot_forest(idata, "s_w", {"feature": list(schema.feature_names[:2]), "latent": list(range(min(4, model_config.dim)))}, out / "posterior_forest.png")
         ambiguity = None if splits.test.ambiguity is None else splits.test.ambiguity.cpu().numpy()
-        plot_uncertainty(uncertainty["Var-T-JEPA"], y["test"], schema.classes, ambiguity, out / "uncertainty.png")
+        plot_uncertainty(uncertainty[var.name], y["test"], schema.classes, ambiguity, out / "uncertainty.png")
 
     metrics["seconds_total"] = time.perf_counter() - started
     io.write_json(metrics, out / "metrics.json")

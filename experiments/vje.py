@@ -26,17 +26,16 @@ from pyro_jepa import cli, io
 from pyro_jepa.evaluate import collapse_report
 from pyro_jepa.evaluate.probes import knn_accuracy, linear_probe
 from pyro_jepa.image_pipeline import (
-    METHOD_LABELS,
     add_common_args,
     build_method,
     finish_args,
     load_splits,
-    markdown_table,
     plot_variances,
     run_header,
     train_config,
 )
 from pyro_jepa.pipeline import plot_training_curves
+from pyro_jepa.report import markdown_table
 from pyro_jepa.train import fit, seed_everything
 
 
@@ -46,6 +45,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--knn-k", type=int, default=200)
     p.add_argument("--knn-temperature", type=float, default=0.1)
     return finish_args(p, p.parse_args(argv))
+
+
+FLOATS = "{:.4g}"  # table cells: four significant digits
 
 
 def probe_row(label: str, x_train: np.ndarray, y_train: np.ndarray, x_test: np.ndarray, y_test: np.ndarray, args) -> dict:
@@ -90,9 +92,9 @@ def experiment(args, argv: list[str] | None, out: Path) -> int:
     for name in args.methods:
         seed_everything(args.seed)  # same initial weights whatever ran before
         method = build_method(name, args)
-        result = fit(method, train, val, train_config(args, "probe"), out / "checkpoints" / name)
+        result = fit(method, train, val, train_config(args, "probe", len(train)), out / "checkpoints" / name)
         method.cpu()
-        label = METHOD_LABELS[name]
+        label = method.name
         histories[label] = result.history
         row = probe_row(label, method.embed(train.rows).numpy(), y_train, method.embed(test.rows).numpy(), y_test, args)
         row["pretrain_seconds"] = result.seconds
@@ -109,8 +111,9 @@ def experiment(args, argv: list[str] | None, out: Path) -> int:
     results.pipe(io.write_csv, out / "results.csv")
     metrics["wall_seconds"] = time.perf_counter() - started
     io.write_json(metrics, out / "metrics.json")
-    io.write_text(out / "results.md", 
-        f"# {args.dataset}: frozen-backbone probes (test subset)\n\n{markdown_table(results)}\n\n"
+    io.write_text(
+        out / "results.md",
+        f"# {args.dataset}: frozen-backbone probes (test subset)\n\n{markdown_table(results, FLOATS)}\n\n"
         f"Preset `{args.preset}`: backbone {args.backbone}, {args.epochs} epochs, batch {args.batch_size}, "
         f"{len(train)} training images, {len(test)} test images, seed {args.seed}. k-NN: cosine, k={args.knn_k}, "
         f"T={args.knn_temperature}. Linear: logistic regression on standardized features. Wall time "
@@ -119,7 +122,7 @@ def experiment(args, argv: list[str] | None, out: Path) -> int:
     plot_training_curves(histories, out / "training_curves.png")
     if variances:
         plot_variances(variances, out / "vje_variances.png")
-    print(markdown_table(results))
+    print(markdown_table(results, FLOATS))
     return 0
 
 

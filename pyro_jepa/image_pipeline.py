@@ -4,11 +4,12 @@ presets, command-line options, data, method construction, tables and the varianc
 from __future__ import annotations
 
 import argparse
+import math
 import sys
+from dataclasses import asdict, dataclass
 from pathlib import Path
 
 import numpy as np
-import pandas as pd
 import pyro
 import torch
 
@@ -16,18 +17,43 @@ from .data.images import IMAGE_DATASETS, ImageData, load_images, stratified_subs
 from .data.registry import resolve_data_dir
 from .models import SimSiam, SimSiamConfig, VICReg, VICRegConfig, VJE, VJEConfig
 from .models.image_ssl import ImageSSL
+from .models.vje import DIRECTIONAL, PRIORS
+from .report import figure, save_figure
 from .train import TrainConfig
 
 IMAGE_METHODS = {"vje": (VJE, VJEConfig), "simsiam": (SimSiam, SimSiamConfig), "vicreg": (VICReg, VICRegConfig)}
-METHOD_LABELS = {"vje": "VJE", "simsiam": "SimSiam", "vicreg": "VICReg"}
+
+
+
+@dataclass(frozen=True)
+class ImagePreset:
+    """A named pre-training budget; every field is an option of the image experiments.
+
+    ``steps``: optimizer steps per model; when set, the number of epochs is derived from it and the
+    training-set size (`epochs_for`), so the budget is the same whatever the data. ``None`` means
+    "all images" for the per-class counts and "torch's default" for ``threads``.
+    """
+
+    backbone: str
+    width: int
+    image_size: int
+    epochs: int
+    batch_size: int
+    lr: float
+    train_per_class: int | None
+    val_per_class: int
+    test_per_class: int | None
+    threads: int | None
+    steps: int | None = None
+
 
 # cpu: sized for <= 10 min on 2 shared cores (one thread avoids OpenMP spin-waiting under load);
 # paper: the usual CIFAR SSL setting (ResNet-18, CIFAR stem, full splits) for a GPU.
-PRESETS: dict[str, dict] = {
-    "cpu": dict(backbone="convnet", width=16, image_size=32, epochs=10, batch_size=256, lr=2e-3,
-                train_per_class=400, val_per_class=50, test_per_class=200, threads=1),
-    "paper": dict(backbone="resnet18", width=32, image_size=32, epochs=800, batch_size=512, lr=2e-3,
-                  train_per_class=None, val_per_class=100, test_per_class=None, threads=None),
+PRESETS: dict[str, ImagePreset] = {
+    "cpu": ImagePreset(backbone="convnet", width=16, image_size=32, epochs=10, batch_size=256, lr=2e-3,
+                       train_per_class=400, val_per_class=50, test_per_class=200, threads=1),
+    "paper": ImagePreset(backbone="resnet18", width=32, image_size=32, epochs=800, batch_size=512, lr=2e-3,
+                         train_per_class=None, val_per_class=100, test_per_class=None, threads=None),
 }
 
 
@@ -47,6 +73,7 @@ def add_common_args(p: argparse.ArgumentParser) -> None:
     model.add_argument("--width", type=int, help="convnet base width")
     model.add_argument("--image-size", type=int, help="side length of the training views")
     model.add_argument("--epochs", type=int)
+    model.add_argument("--steps", type=int, help="optimizer steps per model (sets the epochs from the training-set size)")
     model.add_argument("--batch-size", type=int)
     model.add_argument("--lr", type=float)
     vje = p.add_argument_group("VJE switches (docs/vje.md)")
@@ -55,6 +82,10 @@ def add_common_args(p: argparse.ArgumentParser) -> None:
     vje.add_argument("--cartesian", action="store_true", help="Cartesian Student-t on h instead of the polar subdensity")
     vje.add_argument("--separate-variances", action="store_true", help="likelihood scale from its own head")
     vje.add_argument("--no-stop-gradient", action="store_true", help="let gradients flow into the target embedding")
+    vje.add_argument("--directional", choices=DIRECTIONAL, help="directional factor: the paper's bounded kernel or a normalized tangent-plane density (default: VJEConfig's)")
+    vje.add_argument("--prior", choices=PRIORS, help="p(z): N(0, I), a learned mixture or a VampPrior (default: VJEConfig's)")
+    vje.add_argument("--prior-components", type=int, help="components of a learned prior (default: VJEConfig's)")
+    vje.add_argument("--posterior-mean", choices=("sphere", "free"), help="posterior mean on the √d-sphere or anywhere (default: VJEConfig's)")
     run = p.add_argument_group("run")
     run.add_argument("--seed", type=int, default=0)
     run.add_argument("--device", default="auto")
@@ -64,11 +95,20 @@ def add_common_args(p: argparse.ArgumentParser) -> None:
     run.add_argument("--no-progress", action="store_true")
 
 
-def finish_args(p: argparse.ArgumentParser, args: argparse.Namespace) -> argparse.Namespace:
-    """Fill unset options from the preset, check the method names and apply ``--threads``."""
-    for key, value in PRESETS[args.preset].items():
+def fill_from_preset(args: argparse.Namespace, preset: ImagePreset) -> None:
+    """Set every option the user left unset (``None``) to the preset's value; an explicit
+    ``--epochs`` without ``--steps`` replaces the preset's step budget."""
+    epochs_given = getattr(args, "epochs", None) is not None and getattr(args, "steps", None) is None
+    for key, value in asdict(preset).items():
         if getattr(args, key, None) is None:
             setattr(args, key, value)
+    if epochs_given:
+        args.steps = None
+
+
+def finish_args(p: argparse.ArgumentParser, args: argparse.Namespace) -> argparse.Namespace:
+    """Fill unset options from the preset, check the method names and apply ``--threads``."""
+    fill_from_preset(args, PRESETS[args.preset])
     args.methods = [m.strip() for m in args.methods.split(",") if m.strip()]
     unknown = [m for m in args.methods if m not in IMAGE_METHODS]
     if unknown:
@@ -102,44 +142,51 @@ def build_method(name: str, args: argparse.Namespace) -> ImageSSL:
     cls, config_cls = IMAGE_METHODS[name]
     common = dict(backbone=args.backbone, width=args.width, image_size=args.image_size)
     if name == "vje":
+        # Only the switches given on the command line override VJEConfig's defaults.
+        chosen = {key: getattr(args, key) for key in ("directional", "prior", "prior_components") if getattr(args, key) is not None}
+        if args.posterior_mean is not None:
+            chosen["mean_on_sphere"] = args.posterior_mean == "sphere"
         return cls(config_cls(
             **common, df=args.df, likelihood=args.likelihood, polar=not args.cartesian,
-            shared_variance=not args.separate_variances, stop_gradient=not args.no_stop_gradient,
+            shared_variance=not args.separate_variances, stop_gradient=not args.no_stop_gradient, **chosen,
         ))
     return cls(config_cls(**common))
 
 
-def train_config(args: argparse.Namespace, select: str) -> TrainConfig:
+def epochs_for(args: argparse.Namespace, n_train: int) -> int:
+    """``--epochs``, or with ``--steps`` the epochs that give at least that many optimizer steps
+    (the engine takes ``n_train // batch_size`` steps per epoch)."""
+    if args.steps is None:
+        return args.epochs
+    return math.ceil(args.steps / max(n_train // args.batch_size, 1))
+
+
+def train_config(args: argparse.Namespace, select: str, n_train: int) -> TrainConfig:
+    epochs = epochs_for(args, n_train)
     return TrainConfig(
-        epochs=args.epochs, batch_size=args.batch_size, lr=args.lr, warmup_epochs=max(1, args.epochs // 10),
+        epochs=epochs, batch_size=args.batch_size, lr=args.lr, warmup_epochs=max(1, epochs // 10),
         select=select, probe_rows=2000, seed=args.seed, device=args.device, progress=not args.no_progress,
     )
 
 
-def markdown_table(frame: pd.DataFrame, floats: str = "{:.4f}") -> str:
-    header = "| " + " | ".join(frame.columns) + " |"
-    lines = [header, "|" + "---|" * len(frame.columns)]
-    for _, row in frame.iterrows():
-        cells = [floats.format(v) if isinstance(v, float) else str(v) for v in row.values]
-        lines.append("| " + " | ".join(cells) + " |")
-    return "\n".join(lines)
-
-
 def plot_variances(variances: dict[str, np.ndarray], path: Path) -> None:
     """Learned per-feature posterior variances (mean over test images), each curve sorted descending."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    fig, ax = plt.subplots(figsize=(6, 4))
+    fig, ax = figure(size=(6.0, 4.0))
     for label, var in variances.items():
         ax.plot(np.sort(var)[::-1], label=label)
     ax.set(title="VJE: per-feature posterior variance σ² (test mean)", xlabel="feature (sorted)", ylabel="σ²", yscale="log")
     ax.legend(fontsize=7)
-    fig.tight_layout()
-    fig.savefig(path, dpi=120)
-    plt.close(fig)
+    save_figure(fig, path)
+
+
+def variance_summary(sigma: torch.Tensor) -> dict[str, float]:
+    """Distribution of the learned posterior variances σ² ``(N, d)``: quantiles over all entries and
+    the range of the per-feature means (what `plot_variances` draws)."""
+    var = sigma.double().pow(2)
+    q = torch.quantile(var.flatten()[:1_000_000], torch.tensor([0.0, 0.1, 0.5, 0.9, 1.0], dtype=torch.float64)).tolist()
+    per_feature = var.mean(0)
+    return {"var_min": q[0], "var_q10": q[1], "var_median": q[2], "var_q90": q[3], "var_max": q[4],
+            "var_mean": float(var.mean()), "feature_var_min": float(per_feature.min()), "feature_var_max": float(per_feature.max())}
 
 
 def run_header(args: argparse.Namespace, argv: list[str] | None) -> dict:

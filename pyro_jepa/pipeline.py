@@ -9,9 +9,9 @@ import pandas as pd
 import torch
 
 from .data.tabular import Splits
-from .models import TJEPA, SSLMethod, TabularJEPAConfig, VarTJEPA
+from .models import TERMS, TJEPA, SSLMethod, TabularJEPAConfig, VarTJEPA, row_uncertainty
+from .report import figure, save_figure
 from .train import FitResult, TrainConfig, fit
-from .uncertainty import row_uncertainty
 
 METHODS: dict[str, type[SSLMethod]] = {"var-t-jepa": VarTJEPA, "t-jepa": TJEPA}
 
@@ -56,19 +56,14 @@ def _device(method: SSLMethod) -> torch.device:
 
 def plot_training_curves(histories: dict[str, list[dict]], path: Path) -> None:
     """Training and validation loss per method, plus every validation ELBO term where logged."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    fig, axes = plt.subplots(1, 3, figsize=(15, 4))
+    fig, axes = figure(1, 3, size=(5.0, 4.0))
     for name, history in histories.items():
         frame = pd.DataFrame(history)
         axes[0].plot(frame["epoch"], frame["train_loss"], label=f"{name} train")
         axes[0].plot(frame["epoch"], frame["val_loss"], "--", label=f"{name} val")
         if "val_probe_accuracy" in frame:
             axes[2].plot(frame["epoch"], frame["val_probe_accuracy"], marker="o", label=name)
-        for term in ("rec", "gen", "kl_s_x", "kl_z", "kl_s_y"):
+        for term in TERMS:
             if f"val_{term}" in frame:
                 axes[1].plot(frame["epoch"], frame[f"val_{term}"], label=f"{name} {term}")
     axes[0].set(title="objective (each method's own loss)", xlabel="epoch")
@@ -77,6 +72,4 @@ def plot_training_curves(histories: dict[str, list[dict]], path: Path) -> None:
     for ax in axes:
         if ax.get_legend_handles_labels()[0]:
             ax.legend(fontsize=7)
-    fig.tight_layout()
-    fig.savefig(path, dpi=120)
-    plt.close(fig)
+    save_figure(fig, path)

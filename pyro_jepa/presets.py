@@ -1,29 +1,65 @@
 """Hyperparameter presets: ``cpu`` (minutes on a laptop) and ``paper`` (Var-JEPA Table 7, for GPUs).
 
-A preset is a pair of dataclasses (`TabularJEPAConfig`, `TrainConfig`); experiments dump both
-next to their results. The paper gives KL warm-up lengths in epochs; `make_preset` converts them
-to optimizer steps for the training set at hand.
+A preset is a `Preset` of named fields: the model config (`TabularJEPAConfig`, with its
+`LossWeights`), the training config (`TrainConfig`) and the KL warm-up lengths in epochs, which the
+paper gives in epochs and `make_preset` converts to optimizer steps for the training set at hand.
+Experiments dump the resolved configs next to their results.
 """
 
 from __future__ import annotations
 
-from dataclasses import replace
+from dataclasses import dataclass, replace
 
 from .models.tabular import TabularJEPAConfig
 from .models.var_jepa import LossWeights
 from .train import TrainConfig
 
-# Var-JEPA Table 7 (verbatim values). Columns: batch, lr, warm-up epochs, ctx ratio, trg ratio,
-# d, L, H, ff, drop, Lp, Hp, ffp, dropp, (a_KL_sx, a_KL_z, a_KL_sy), anneal epochs (sx, z, sy), a_rec, a_gen.
-PAPER_TABLE7 = {
-    "adult": (512, 1e-3, 10, (0.1, 0.3), (0.1, 0.6), 64, 8, 4, 256, 0.001, 16, 4, 256, 0.002, (1e-4, 1e-6, 1e-5), (15, 15, 15), 0.1, 1.0),
-    "covertype": (512, 5e-4, 12, (0.15, 0.35), (0.15, 0.6), 64, 8, 8, 64, 0.0015, 16, 4, 256, 0.002, (1e-6, 1e-5, 1e-6), (60, 60, 20), 0.001, 0.5),
-    "electricity": (512, 5e-4, 10, (0.15, 0.6), (0.15, 0.9), 64, 6, 4, 64, 0.001, 16, 4, 128, 0.002, (1e-6, 1e-5, 1e-6), (40, 40, 15), 0.001, 0.25),
-    "mnist": (256, 1e-3, 10, (0.15, 0.5), (0.15, 0.8), 64, 8, 4, 128, 0.002, 32, 4, 256, 0.002, (1e-6, 1e-6, 1e-6), (100, 100, 100), 0.001, 0.1),
-    "sim": (512, 5e-4, 10, (0.15, 0.5), (0.15, 0.8), 64, 16, 2, 64, 0.002, 16, 4, 256, 0.002, (1e-6, 1e-6, 1e-5), (50, 50, 50), 0.001, 0.1),
-}
+
+@dataclass(frozen=True)
+class Preset:
+    """Model and training settings, and the KL warm-up lengths ``(s_x, z, s_y)`` in epochs."""
+
+    model: TabularJEPAConfig
+    train: TrainConfig
+    anneal_epochs: tuple[int, int, int]
+
+
+def _paper_row(batch, lr, warmup_epochs, ctx, trg, d, depth, heads, ff, drop, lp, hp, ffp, dropp, kl, anneal, rec, gen) -> Preset:
+    """One row of Var-JEPA Table 7, in the table's column order (kept verbatim below for checking)."""
+    model = TabularJEPAConfig(
+        dim=d, depth=depth, heads=heads, ff=ff, dropout=drop, pred_dim=lp, pred_heads=hp, pred_ff=ffp, pred_dropout=dropp,
+        context_ratio=ctx, target_ratio=trg, n_targets=4,
+        weights=LossWeights(rec=rec, gen=gen, kl_s_x=kl[0], kl_z=kl[1], kl_s_y=kl[2]),
+    )
+    return Preset(model, TrainConfig(epochs=PAPER_EPOCHS, batch_size=batch, lr=lr, warmup_epochs=warmup_epochs), anneal)
+
+
 # The paper does not give the number of epochs; long enough for the longest KL warm-up to finish.
 PAPER_EPOCHS = 200
+# Var-JEPA Table 7 (verbatim values): batch, lr, warm-up epochs, ctx ratio, trg ratio, d, L, H, ff, drop,
+# Lp, Hp, ffp, dropp, (a_KL_sx, a_KL_z, a_KL_sy), anneal epochs (sx, z, sy), a_rec, a_gen.
+PAPER_TABLE7 = {
+    "adult": _paper_row(
+        batch=512, lr=1e-3, warmup_epochs=10, ctx=(0.1, 0.3), trg=(0.1, 0.6), d=64, depth=8, heads=4, ff=256, drop=0.001,
+        lp=16, hp=4, ffp=256, dropp=0.002, kl=(1e-4, 1e-6, 1e-5), anneal=(15, 15, 15), rec=0.1, gen=1.0,
+    ),
+    "covertype": _paper_row(
+        batch=512, lr=5e-4, warmup_epochs=12, ctx=(0.15, 0.35), trg=(0.15, 0.6), d=64, depth=8, heads=8, ff=64, drop=0.0015,
+        lp=16, hp=4, ffp=256, dropp=0.002, kl=(1e-6, 1e-5, 1e-6), anneal=(60, 60, 20), rec=0.001, gen=0.5,
+    ),
+    "electricity": _paper_row(
+        batch=512, lr=5e-4, warmup_epochs=10, ctx=(0.15, 0.6), trg=(0.15, 0.9), d=64, depth=6, heads=4, ff=64, drop=0.001,
+        lp=16, hp=4, ffp=128, dropp=0.002, kl=(1e-6, 1e-5, 1e-6), anneal=(40, 40, 15), rec=0.001, gen=0.25,
+    ),
+    "mnist": _paper_row(
+        batch=256, lr=1e-3, warmup_epochs=10, ctx=(0.15, 0.5), trg=(0.15, 0.8), d=64, depth=8, heads=4, ff=128, drop=0.002,
+        lp=32, hp=4, ffp=256, dropp=0.002, kl=(1e-6, 1e-6, 1e-6), anneal=(100, 100, 100), rec=0.001, gen=0.1,
+    ),
+    "sim": _paper_row(
+        batch=512, lr=5e-4, warmup_epochs=10, ctx=(0.15, 0.5), trg=(0.15, 0.8), d=64, depth=16, heads=2, ff=64, drop=0.002,
+        lp=16, hp=4, ffp=256, dropp=0.002, kl=(1e-6, 1e-6, 1e-5), anneal=(50, 50, 50), rec=0.001, gen=0.1,
+    ),
+}
 # Datasets without a Table 7 row (user CSVs) use the Adult row, the paper's "default" setting.
 PAPER_FALLBACK = "adult"
 # Datasets that take another dataset's Table 7 row.
@@ -34,40 +70,28 @@ Q90_DATASETS = ("mnist", "sim")
 PRESETS = ("cpu", "paper")
 
 
-def _paper(dataset: str) -> tuple[TabularJEPAConfig, TrainConfig, tuple[int, int, int]]:
-    (batch, lr, warm, ctx, trg, d, depth, heads, ff, drop, lp, hp, ffp, dropp, kl, anneal, a_rec, a_gen) = PAPER_TABLE7.get(
-        SETTINGS_OF.get(dataset, dataset), PAPER_TABLE7[PAPER_FALLBACK]
-    )
-    model = TabularJEPAConfig(
-        dim=d, depth=depth, heads=heads, ff=ff, dropout=drop, pred_dim=lp, pred_heads=hp, pred_ff=ffp, pred_dropout=dropp,
-        context_ratio=ctx, target_ratio=trg, n_targets=4,
-        weights=LossWeights(rec=a_rec, gen=a_gen, kl_s_x=kl[0], kl_z=kl[1], kl_s_y=kl[2]),
-    )
-    return model, TrainConfig(epochs=PAPER_EPOCHS, batch_size=batch, lr=lr, warmup_epochs=warm), anneal
+def _paper(dataset: str) -> Preset:
+    return PAPER_TABLE7.get(SETTINGS_OF.get(dataset, dataset), PAPER_TABLE7[PAPER_FALLBACK])
 
 
-def _cpu(dataset: str) -> tuple[TabularJEPAConfig, TrainConfig, tuple[int, int, int]]:
+def _cpu(dataset: str) -> Preset:
     """The paper's masks and loss weights for the dataset on a network small enough for 2 CPU cores."""
-    paper_model, _, _ = _paper(dataset)
+    paper = _paper(dataset)
     # Dropout of 0.001-0.002 (Table 7) changes little but costs a quarter of a CPU step: off here.
     model = replace(
-        paper_model, dim=32, depth=2, heads=4, ff=64, dropout=0.0,
+        paper.model, dim=32, depth=2, heads=4, ff=64, dropout=0.0,
         pred_dim=16, pred_depth=2, pred_heads=4, pred_ff=64, pred_dropout=0.0,
     )
-    return model, TrainConfig(epochs=15, batch_size=256, lr=1e-3, warmup_epochs=2), (4, 4, 4)
+    return Preset(model, TrainConfig(epochs=15, batch_size=256, lr=1e-3, warmup_epochs=2), (4, 4, 4))
 
 
 def make_preset(name: str, dataset: str, n_train: int) -> tuple[TabularJEPAConfig, TrainConfig]:
     """The model and training configs of preset ``name`` for ``dataset`` with ``n_train`` rows."""
     if name not in PRESETS:
         raise ValueError(f"unknown preset {name!r}; choose one of {PRESETS}")
-    model, train, anneal_epochs = (_paper if name == "paper" else _cpu)(dataset)
-    steps_per_epoch = max(n_train // train.batch_size, 1)
-    weights = replace(
-        model.weights,
-        anneal_s_x=anneal_epochs[0] * steps_per_epoch,
-        anneal_z=anneal_epochs[1] * steps_per_epoch,
-        anneal_s_y=anneal_epochs[2] * steps_per_epoch,
-    )
+    preset = (_paper if name == "paper" else _cpu)(dataset)
+    steps_per_epoch = max(n_train // preset.train.batch_size, 1)
+    anneal = [epochs * steps_per_epoch for epochs in preset.anneal_epochs]
+    weights = replace(preset.model.weights, anneal_s_x=anneal[0], anneal_z=anneal[1], anneal_s_y=anneal[2])
     uncertainty = "q90" if SETTINGS_OF.get(dataset, dataset) in Q90_DATASETS else "mean"
-    return replace(model, weights=weights, uncertainty=uncertainty), train
+    return replace(preset.model, weights=weights, uncertainty=uncertainty), preset.train

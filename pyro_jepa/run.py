@@ -42,10 +42,10 @@ from .data.loaders import TabularPreprocessor
 from .data.registry import sha256_file
 from .data.tabular import TabularData
 from .evaluate.downstream import as_feature_matrix, load_predictor, save_predictor
-from .models import SSLMethod, TabularJEPAConfig
+from .evaluate.selective import risk_coverage
+from .models import SSLMethod, TabularJEPAConfig, row_uncertainty
 from .pipeline import METHODS
 from .train import CHECKPOINT_FORMAT, load_checkpoint, resolve_device, save_checkpoint
-from .uncertainty import row_uncertainty
 
 MODEL_FORMAT = "pyro_jepa-saved-model-v1"
 MODEL_FILE, WEIGHTS_FILE = "model.json", "best.pt"
@@ -71,7 +71,7 @@ def embed_and_score(method: SSLMethod, rows: torch.Tensor, how: str | None) -> t
 
     The one function that defines a saved model's score: calibration (`save_model`) and new rows
     (`LoadedRun`) both go through it. Each row's values depend on that row only. ``how`` is one of
-    `pyro_jepa.uncertainty.SCORES`, aggregated over the target posterior's standard deviations, which
+    `pyro_jepa.models.SCORES`, aggregated over the target posterior's standard deviations, which
     come from the same pass as the embeddings (the posterior means).
     """
     if how is None:
@@ -135,9 +135,8 @@ def empirical_risk_threshold(calibration: Calibration, risk: float, predictor: s
         raise ValueError(f"risk must be in [0, 1], got {risk}")
     if predictor not in calibration.errors:
         raise SavedRunError(f"no validation errors saved for predictor {predictor!r}; saved: {sorted(calibration.errors)}")
-    order = np.argsort(calibration.scores, kind="stable")
-    scores, errors = calibration.scores[order], calibration.errors[predictor][order]
-    selective_risk = np.cumsum(errors) / np.arange(1, len(errors) + 1)
+    scores = np.sort(calibration.scores)
+    _, selective_risk = risk_coverage(calibration.errors[predictor], calibration.scores)  # keeping the k least uncertain
     last_of_ties = np.r_[scores[1:] != scores[:-1], True]  # a threshold keeps all rows of equal score
     allowed = np.nonzero((selective_risk <= risk + 1e-12) & last_of_ties)[0]
     return float(scores[allowed[-1]]) if len(allowed) else -math.inf
@@ -410,7 +409,7 @@ class LoadedRun:
         return embeddings.reshape(len(embeddings), -1) if flatten else embeddings
 
     def uncertainty(self, df: pd.DataFrame, how: str | None = None) -> np.ndarray:
-        """One latent uncertainty score per row ``(N,)``: ``how`` (one of `pyro_jepa.uncertainty.SCORES`),
+        """One latent uncertainty score per row ``(N,)``: ``how`` (one of `pyro_jepa.models.SCORES`),
         by default the score the model was trained to report (`score`)."""
         how = how or self._require_score()
         return self._embed_and_score(df, how)[1]

@@ -35,7 +35,7 @@ from sklearn.utils.validation import _check_feature_names_in, check_is_fitted, v
 
 from . import io
 from .data.loaders import INDICATOR_SUFFIX, TabularPreprocessor
-from .data.tabular import Splits, TabularData
+from .data.tabular import Splits
 from .pipeline import pretrain
 from .presets import make_preset
 from .run import SavedRunError, embed_and_score, embedding_names, load_run, save_model
@@ -249,7 +249,7 @@ class VarTJEPAEmbedder(_JEPAEmbedder):
     Parameters: ``preset`` ("cpu" or "paper", `pyro_jepa.presets`) and its overrides ``epochs``,
     ``batch_size``, ``lr``, ``dim`` (d), ``depth`` (encoder layers); ``validation_fraction`` of the rows
     choose the best epoch (validation loss); ``numerical``/``categorical``/``drop``/``missing`` as in
-    `TabularPreprocessor`; ``uncertainty`` the row score saved with the model (`pyro_jepa.uncertainty.SCORES`);
+    `TabularPreprocessor`; ``uncertainty`` the row score saved with the model (`pyro_jepa.models.SCORES`);
     ``device``; ``random_state`` fixes the split, initial weights, masks and sampling; ``progress`` shows a bar.
     """
 

@@ -223,6 +223,137 @@ def _non_finite_error(
     )
 
 
+class _Training:
+    """The state of one `fit` call and its named steps: restore, train an epoch, validate, save."""
+
+    def __init__(self, method: SSLMethod, train, val, config: TrainConfig, out_dir: Path) -> None:
+        self.method, self.config, self.out_dir = method, config, out_dir
+        self.settings = run_settings(method, config, train, val)
+        self.rank = distributed.info()
+        if self.rank.enabled and config.batch_size % self.rank.world_size:
+            raise ValueError(f"batch_size {config.batch_size} must be divisible by the {self.rank.world_size} ranks")
+        if self.rank.is_main:
+            out_dir.mkdir(parents=True, exist_ok=True)
+        self.device = distributed.local_device(resolve_device(config.device), self.rank)
+        method.to(self.device)
+        self.train, self.val = train.to(self.device), val.to(self.device)
+        self.optimizer = _optimizer(method, config)
+        self.n_batches = max(len(train) // config.batch_size, 1)
+        self.total_steps = self.n_batches * config.epochs
+        self.warmup_steps = self.n_batches * config.warmup_epochs
+        self.shuffle = torch.Generator().manual_seed(config.seed + 1)
+        self.result = FitResult(checkpoint_dir=out_dir)
+        self.start_epoch, self.step, self.lr = 0, 0, config.lr
+        self.last_path, self.best_path = out_dir / "last.pt", out_dir / "best.pt"
+        self.net: torch.nn.Module = method
+
+    def restore(self, resume: bool) -> None:
+        """Continue from ``last.pt`` (checked against this run's settings and data), or seed a fresh start."""
+        method, result = self.method, self.result
+        if not (resume and self.last_path.exists()):
+            seed_everything(self.config.seed)
+            return
+        state = load_checkpoint(self.last_path, self.device)
+        result.resume_changes = check_resumable(state, self.last_path, self.settings)
+        try:
+            method.load_state_dict(state["method"])
+            self.optimizer.load_state_dict(state["optimizer"])
+        except (RuntimeError, ValueError, KeyError) as err:
+            raise CheckpointError(
+                f"{self.last_path} was written by a {method.name} with different settings (preset, model size or "
+                f"data columns), so --resume cannot continue it; rerun with the original settings, or start "
+                f"over with --overwrite ({type(err).__name__}: {str(err).splitlines()[0]})"
+            ) from err
+        torch.set_rng_state(state["rng"])
+        self.shuffle.set_state(state["shuffle_rng"])
+        self.start_epoch, self.step = state["epoch"], state["step"]
+        result.history, result.best_epoch, result.best_score = state["history"], state["best_epoch"], state["best_score"]
+
+    def distribute(self) -> None:
+        """Under ``torchrun``: per-rank random streams and a `DistributedDataParallel` wrapper."""
+        rank, seed = self.rank, self.config.seed
+        if not rank.enabled:
+            return
+        # DDP broadcasts rank 0's weights at construction; the random streams must differ per rank.
+        seed_everything(distributed.rank_seed(seed, rank.rank, self.start_epoch))
+        self.method.reseed(distributed.rank_seed(seed, rank.rank, self.start_epoch))
+        # Buffers are constants (cardinalities, offsets): no per-step buffer broadcast. A loss weight
+        # of zero (KL warm-up at step 0) drops a site and the networks only it uses, so the set of
+        # parameters with gradients changes during training: DDP must look for unused ones.
+        device_ids = [self.device.index] if self.device.type == "cuda" else None
+        self.net = torch.nn.parallel.DistributedDataParallel(
+            self.method, device_ids=device_ids, forward_sync_buffers=False, find_unused_parameters=True
+        )
+
+    def train_epoch(self, epoch: int) -> torch.Tensor:
+        """One pass over the shuffled training rows; returns the mean training loss (all ranks)."""
+        config, method, train = self.config, self.method, self.train
+        method.train()
+        losses = []
+        order = torch.randperm(len(train), generator=self.shuffle).to(self.device)
+        batches = order[: self.n_batches * config.batch_size].view(self.n_batches, -1) if len(train) >= config.batch_size else [order]
+        for batch in batches:
+            self.lr = learning_rate(self.step, self.total_steps, self.warmup_steps, config.lr, config.min_lr_ratio)
+            for group in self.optimizer.param_groups:
+                group["lr"] = self.lr
+            with torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=config.amp == "bf16"):
+                loss = self.net(train.rows[distributed.shard(batch, self.rank)], self.step)
+            self.optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            grad_norm = torch.nn.utils.clip_grad_norm_(method.parameters(), config.grad_clip)
+            # One host sync checks loss and gradients before any update, so the weights (and the
+            # checkpoints written from them) never turn non-finite; under DDP the all-reduced
+            # gradients make every rank stop at the same step.
+            if not torch.isfinite(loss.detach() + grad_norm):
+                what = "training loss" if not torch.isfinite(loss) else "gradient norm"
+                raise _non_finite_error(method, train.rows[batch], self.step, epoch, self.last_path, what)
+            self.optimizer.step()
+            self.step += 1
+            method.on_step_end(self.step, self.total_steps)
+            losses.append(loss.detach())
+        train_loss = torch.stack(losses).mean()
+        return distributed.all_reduce_mean(train_loss) if self.rank.enabled else train_loss
+
+    def validate(self, epoch: int, train_loss: torch.Tensor) -> tuple[dict, float]:
+        """The epoch's history row (every loss term on the validation split) and its selection score."""
+        config, method = self.config, self.method
+        method.eval()
+        row = {"epoch": epoch + 1, "step": self.step, "lr": self.lr, "train_loss": float(train_loss)}
+        row.update({f"val_{k}": v for k, v in method.diagnostics(self.val.rows, self.step).items()})
+        row.update({f"alpha_{k}": v for k, v in method.loss_weights(self.step).items()})
+        if config.select == "probe" and ((epoch + 1) % config.probe_every == 0 or epoch + 1 == config.epochs):
+            row["val_probe_accuracy"] = _probe_score(method, self.train, self.val, config.probe_rows)
+            return row, row["val_probe_accuracy"]
+        return row, -row["val_loss"] if config.select == "loss" else -math.inf
+
+    def save(self, epoch: int, row: dict, score: float) -> None:
+        """Log the epoch; ``best.pt`` if it is the best so far; ``last.pt`` and ``history.csv`` always."""
+        method, result = self.method, self.result
+        result.history.append(row)
+        if score > result.best_score:
+            result.best_epoch, result.best_score = epoch + 1, score
+            save_checkpoint({"format": CHECKPOINT_FORMAT, "method": method.state_dict(), "epoch": epoch + 1, "score": score,
+                             "settings": self.settings}, self.best_path)
+        save_checkpoint(
+            {
+                "format": CHECKPOINT_FORMAT, "method": method.state_dict(), "optimizer": self.optimizer.state_dict(),
+                "epoch": epoch + 1, "step": self.step, "history": result.history, "best_epoch": result.best_epoch,
+                "best_score": result.best_score, "rng": torch.get_rng_state(), "shuffle_rng": self.shuffle.get_state(),
+                "config": asdict(self.config), "settings": self.settings,
+            },
+            self.last_path,
+        )
+        io.write_csv(pd.DataFrame(result.history), self.out_dir / "history.csv")
+
+    def finish(self) -> None:
+        """Every rank ends with the best epoch's weights, in eval mode."""
+        if self.rank.is_main:
+            self.method.load_state_dict(load_checkpoint(self.best_path, self.device)["method"])
+        if self.rank.enabled:
+            distributed.broadcast_state(self.method)
+        self.method.eval()
+
+
 def fit(
     method: SSLMethod,
     train: TabularData,
@@ -248,132 +379,23 @@ def fit(
     see); every rank returns with the best epoch's weights, but only rank 0's result holds the
     history.
     """
-    out_dir = Path(out_dir)
-    settings = run_settings(method, config, train, val)
-    rank = distributed.info()
-    if rank.enabled and config.batch_size % rank.world_size:
-        raise ValueError(f"batch_size {config.batch_size} must be divisible by the {rank.world_size} ranks")
-    if rank.is_main:
-        out_dir.mkdir(parents=True, exist_ok=True)
-    device = distributed.local_device(resolve_device(config.device), rank)
-    method.to(device)
-    train, val = train.to(device), val.to(device)
-    optimizer = _optimizer(method, config)
-    n_batches = max(len(train) // config.batch_size, 1)
-    total_steps = n_batches * config.epochs
-    warmup_steps = n_batches * config.warmup_epochs
-    shuffle = torch.Generator().manual_seed(config.seed + 1)
-    result = FitResult(checkpoint_dir=out_dir)
-    start_epoch, step = 0, 0
-
-    last_path, best_path = out_dir / "last.pt", out_dir / "best.pt"
-    if resume and last_path.exists():
-        state = load_checkpoint(last_path, device)
-        result.resume_changes = check_resumable(state, last_path, settings)
-        try:
-            method.load_state_dict(state["method"])
-            optimizer.load_state_dict(state["optimizer"])
-        except (RuntimeError, ValueError, KeyError) as err:
-            raise CheckpointError(
-                f"{last_path} was written by a {method.name} with different settings (preset, model size or "
-                f"data columns), so --resume cannot continue it; rerun with the original settings, or start "
-                f"over with --overwrite ({type(err).__name__}: {str(err).splitlines()[0]})"
-            ) from err
-        torch.set_rng_state(state["rng"])
-        shuffle.set_state(state["shuffle_rng"])
-        start_epoch, step = state["epoch"], state["step"]
-        result.history, result.best_epoch, result.best_score = state["history"], state["best_epoch"], state["best_score"]
-    else:
-        seed_everything(config.seed)
-    if rank.enabled:
-        # DDP broadcasts rank 0's weights at construction; the random streams must differ per rank.
-        seed_everything(distributed.rank_seed(config.seed, rank.rank, start_epoch))
-        method.reseed(distributed.rank_seed(config.seed, rank.rank, start_epoch))
-        # Buffers are constants (cardinalities, offsets): no per-step buffer broadcast. A loss weight
-        # of zero (KL warm-up at step 0) drops a site and the networks only it uses, so the set of
-        # parameters with gradients changes during training: DDP must look for unused ones.
-        device_ids = [device.index] if device.type == "cuda" else None
-        net: torch.nn.Module = torch.nn.parallel.DistributedDataParallel(
-            method, device_ids=device_ids, forward_sync_buffers=False, find_unused_parameters=True
-        )
-    else:
-        net = method
-
+    run = _Training(method, train, val, config, Path(out_dir))
+    run.restore(resume)
+    run.distribute()
     started = time.perf_counter()
-    show = config.progress and rank.is_main
-    bar = tqdm(total=config.epochs, initial=start_epoch, desc=method.name, disable=not show or None)
+    bar = tqdm(total=config.epochs, initial=run.start_epoch, desc=method.name, disable=not (config.progress and run.rank.is_main) or None)
     with pyro.validation_enabled(False):
-        for epoch in range(start_epoch, config.epochs):
-            method.train()
-            epoch_started, losses = time.perf_counter(), []
-            order = torch.randperm(len(train), generator=shuffle).to(device)
-            for batch in order[: n_batches * config.batch_size].view(n_batches, -1) if len(train) >= config.batch_size else [order]:
-                lr = learning_rate(step, total_steps, warmup_steps, config.lr, config.min_lr_ratio)
-                for group in optimizer.param_groups:
-                    group["lr"] = lr
-                with torch.autocast(device.type, dtype=torch.bfloat16, enabled=config.amp == "bf16"):
-                    loss = net(train.rows[distributed.shard(batch, rank)], step)
-                optimizer.zero_grad(set_to_none=True)
-                loss.backward()
-                grad_norm = torch.nn.utils.clip_grad_norm_(method.parameters(), config.grad_clip)
-                # One host sync checks loss and gradients before any update, so the weights (and the
-                # checkpoints written from them) never turn non-finite; under DDP the all-reduced
-                # gradients make every rank stop at the same step.
-                if not torch.isfinite(loss.detach() + grad_norm):
-                    what = "training loss" if not torch.isfinite(loss) else "gradient norm"
-                    raise _non_finite_error(method, train.rows[batch], step, epoch, last_path, what)
-                optimizer.step()
-                step += 1
-                method.on_step_end(step, total_steps)
-                losses.append(loss.detach())
-
-            train_loss = torch.stack(losses).mean()
-            if rank.enabled:
-                train_loss = distributed.all_reduce_mean(train_loss)
-                if not rank.is_main:
-                    continue  # rank 0 validates and writes; the others wait in the next collective
-            method.eval()
-            row = {"epoch": epoch + 1, "step": step, "lr": lr, "train_loss": float(train_loss)}
-            row.update({f"val_{k}": v for k, v in method.diagnostics(val.rows, step).items()})
-            row.update({f"alpha_{k}": v for k, v in method.loss_weights(step).items()})
-            probe_now = config.select == "probe" and ((epoch + 1) % config.probe_every == 0 or epoch + 1 == config.epochs)
-            if probe_now:
-                row["val_probe_accuracy"] = _probe_score(method, train, val, config.probe_rows)
-                score = row["val_probe_accuracy"]
-            else:
-                score = -row["val_loss"] if config.select == "loss" else -math.inf
+        for epoch in range(run.start_epoch, config.epochs):
+            epoch_started = time.perf_counter()
+            train_loss = run.train_epoch(epoch)
+            if not run.rank.is_main:
+                continue  # rank 0 validates and writes; the others wait in the next collective
+            row, score = run.validate(epoch, train_loss)
             row["seconds"] = time.perf_counter() - epoch_started
-            result.history.append(row)
-            if score > result.best_score:
-                result.best_epoch, result.best_score = epoch + 1, score
-                save_checkpoint({"format": CHECKPOINT_FORMAT, "method": method.state_dict(), "epoch": epoch + 1, "score": score,
-                                 "settings": settings}, best_path)
-            save_checkpoint(
-                {
-                    "format": CHECKPOINT_FORMAT,
-                    "method": method.state_dict(),
-                    "optimizer": optimizer.state_dict(),
-                    "epoch": epoch + 1,
-                    "step": step,
-                    "history": result.history,
-                    "best_epoch": result.best_epoch,
-                    "best_score": result.best_score,
-                    "rng": torch.get_rng_state(),
-                    "shuffle_rng": shuffle.get_state(),
-                    "config": asdict(config),
-                    "settings": settings,
-                },
-                last_path,
-            )
-            pd.DataFrame(result.history).to_csv(out_dir / "history.csv", index=False)
+            run.save(epoch, row, score)
             bar.set_postfix(loss=f"{row['train_loss']:.4g}", val=f"{row['val_loss']:.4g}")
             bar.update(1)
     bar.close()
-
-    if rank.is_main:
-        method.load_state_dict(load_checkpoint(best_path, device)["method"])
-    if rank.enabled:
-        distributed.broadcast_state(method)
-    method.eval()
-    result.seconds = time.perf_counter() - started
-    return result
+    run.finish()
+    run.result.seconds = time.perf_counter() - started
+    return run.result

@@ -89,7 +89,7 @@ def test_a_fresh_process_reproduces_the_runs_embeddings_uncertainty_and_accuracy
     from pyro_jepa.data.loaders import GENERATION_SEED
     from pyro_jepa.models import TJEPA, TabularJEPAConfig, VarTJEPA
     from pyro_jepa.train import load_checkpoint
-    from pyro_jepa.uncertainty import row_uncertainty
+    from pyro_jepa.models import row_uncertainty
 
     _, out, _ = run
     splits = load_dataset("sim", seed=1, max_rows=600)  # the run's split, rebuilt as the run built it

@@ -12,7 +12,6 @@ import re
 import shutil
 import warnings
 from dataclasses import replace
-from pathlib import Path
 
 import numpy as np
 import pandas as pd

@@ -8,20 +8,9 @@ from pyro_jepa.models import TJEPA, TabularJEPAConfig, VarTJEPA
 from scipy.stats import spearmanr
 from sklearn.metrics import roc_auc_score
 
-from pyro_jepa.evaluate import classification_metrics
-from pyro_jepa.uncertainty import (
-    ARVIZ_1,
-    ambiguity_scores,
-    aurc,
-    risk_coverage,
-    roc_auc,
-    row_uncertainty,
-    sample_latents,
-    selective_metrics,
-    spearman,
-    summarize,
-    to_inference_data,
-)
+from pyro_jepa.evaluate import ambiguity_scores, aurc, classification_metrics, risk_coverage, roc_auc, selective_metrics, spearman
+from pyro_jepa.models import row_uncertainty
+from pyro_jepa.uncertainty import ARVIZ_1, sample_latents, summarize, to_inference_data
 
 SMALL = TabularJEPAConfig(dim=4, depth=1, heads=2, ff=8, dropout=0.0, n_pool=2, pred_dim=4, pred_depth=1, pred_heads=2, pred_ff=8)
 
@@ -144,6 +133,6 @@ def test_var_t_jepa_prior_uncertainty_is_the_predictor_std_per_row(schema, table
     z, _ = model.aux_encoder(model.pool(s_x).flatten(1))
     prior = model.conditional_prior(s_x, z, rows, masks.context, masks.target, {})
     # The masked prior puts scale 1 outside the targets: the mean over target entries is the score.
-    inside = model._target_mask(masks.target).expand(prior.base_dist.base_dist.scale.shape)
+    inside = model._target_mask(masks.context, masks.target).expand(prior.base_dist.base_dist.scale.shape)
     expected = (prior.base_dist.base_dist.scale * inside).sum((1, 2, 3)) / inside.sum((1, 2, 3))
     torch.testing.assert_close(score, expected)

@@ -12,6 +12,7 @@ from pyro import poutine
 from pyro_jepa.data.images import ImageData
 from pyro_jepa.distributions import PolarStudentT, polar
 from pyro_jepa.models import VJE, SimSiam, SimSiamConfig, VICReg, VICRegConfig, VJEConfig
+from pyro_jepa.models.vje import SCORES
 from pyro_jepa.train import TrainConfig, fit
 
 
@@ -119,7 +120,23 @@ def std_normal_log_prob(z: torch.Tensor, loc: torch.Tensor, scale: torch.Tensor)
     return (-0.5 * ((z - loc) / scale) ** 2 - scale.log() - 0.5 * math.log(2 * math.pi)).sum(-1)
 
 
-@pytest.mark.parametrize("overrides", [{}, {"polar": False}, {"likelihood": "gaussian"}, {"shared_variance": False}])
+def mixture_log_prob(method: VJE, z: torch.Tensor) -> torch.Tensor:
+    """log Σ_k π_k N(z; m_k, s_k) written out, for the learned priors."""
+    if method.config.prior == "mixture":
+        log_pi = torch.log_softmax(method.prior_logits, 0)
+        loc, scale = method.prior_loc, method.prior_log_scale.exp()
+    else:
+        loc, scale = method.head(method.inference(method.pseudo_embeddings))
+        log_pi = torch.full((len(loc),), -math.log(len(loc)))
+    per_component = std_normal_log_prob(z.unsqueeze(-2), loc, scale) + log_pi
+    return per_component.logsumexp(-1)
+
+
+@pytest.mark.parametrize(
+    "overrides",
+    [{}, {"polar": False}, {"likelihood": "gaussian"}, {"shared_variance": False}, {"directional": "stereographic"},
+     {"directional": "gnomonic", "prior": "mixture"}, {"prior": "vamp", "prior_components": 3}],
+)
 def test_pyro_elbo_equals_hand_written_symmetric_elbo(overrides):
     method = small_vje(**overrides)
     h_a, h_b = embeddings(method.dim)
@@ -133,7 +150,7 @@ def test_pyro_elbo_equals_hand_written_symmetric_elbo(overrides):
     for c, t in ((0, 1), (1, 0)):  # the guide samples z_ab, then z_ba
         q = post[c]
         z = q.loc + q.scale * torch.randn_like(q.loc)
-        log_prior = std_normal_log_prob(z, torch.zeros_like(z), torch.ones_like(z))
+        log_prior = mixture_log_prob(method, z) if method.config.prior != "standard" else std_normal_log_prob(z, torch.zeros_like(z), torch.ones_like(z))
         log_q = std_normal_log_prob(z, q.loc, q.scale)
         log_lik = method.likelihood(z, q).log_prob(h[t])
         elbo = elbo + 0.5 * (log_prior + log_lik - log_q).mean()
@@ -200,10 +217,49 @@ def test_trains_through_the_engine(method, tmp_path):
 def test_vje_scores_and_uncertainty_are_per_image():
     method = small_vje(score_pairs=2).eval()
     images = random_images(6).rows
-    scores = method.anomaly_scores(images, samples=3)
+    scores = method.anomaly_scores(images, reference=random_images(5, seed=2).rows, validation=random_images(4, seed=3).rows, samples=3)
     for score in scores.values():
         assert score.shape == (6,) and torch.isfinite(score).all()
-    assert torch.equal(scores["elbo"], method.anomaly_scores(images, samples=3)["elbo"])  # views and z are seeded
-    assert (scores["elbo"] > scores["loglik"]).all()  # -ELBO = -loglik + KL, KL > 0
+    assert set(scores) == set(SCORES)
+    assert torch.equal(scores["neg_elbo"], method.anomaly_scores(images, samples=3)["neg_elbo"])  # views and z are seeded
+    assert not {"neg_evidence", "elbo_two_sided"} & set(method.anomaly_scores(images, samples=3))  # need reference images
+    torch.testing.assert_close(scores["neg_elbo"], scores["neg_loglik"] + scores["kl"])
     sigma = method.uncertainty(images)
     assert sigma.shape == (6, method.dim) and (sigma > 0).all()
+
+
+def sphere_clusters(n: int, centers: torch.Tensor, g: torch.Generator, spread: float = 0.15) -> torch.Tensor:
+    """Embeddings of norm 3 scattered around unit ``centers`` (one drawn per row)."""
+    h = centers[torch.randint(0, len(centers), (n,), generator=g)] + spread * torch.randn(n, centers.shape[1], generator=g)
+    return 3.0 * h / h.norm(dim=-1, keepdim=True)
+
+
+def typicality_auroc(prior: str, steps: int = 300, seed: int = 1) -> float:
+    """Fit VJE's inference network and prior on two clusters of embeddings on the sphere (two noisy
+    views per point), then rank 200 cluster points and 50 points of an unseen third direction by
+    the typicality score; returns the AUROC of "outlier"."""
+    from sklearn.metrics import roc_auc_score
+
+    torch.manual_seed(seed)
+    g = torch.Generator().manual_seed(seed)
+    method = VJE(VJEConfig(width=4, image_size=8, hidden=32, prior=prior, prior_components=4, directional="stereographic"))
+    centers = torch.eye(method.dim)[:3]  # clusters along e0 and e1, the outlier direction e2
+    params = [p for name, p in method.named_parameters() if not name.startswith("backbone")]
+    optimizer = torch.optim.Adam(params, lr=1e-2)
+    for _ in range(steps):
+        h = sphere_clusters(128, centers[:2], g)
+        loss = method.two_view_loss(h + 0.05 * torch.randn(h.shape, generator=g), h + 0.05 * torch.randn(h.shape, generator=g))
+        optimizer.zero_grad()
+        loss.backward()
+        optimizer.step()
+    with torch.no_grad():
+        h = torch.cat([sphere_clusters(200, centers[:2], g), sphere_clusters(50, centers[2:], g)])
+        score = method.cross_entropy(method.posterior(h), samples=16, generator=g)
+    return roc_auc_score(torch.arange(250) >= 200, score)
+
+
+def test_learned_prior_makes_typicality_rank_an_outlier_direction():
+    """Known answer: with a learned mixture prior, points of an unseen direction are less typical than
+    both training clusters; with the fixed N(0, I) prior the same score is near chance."""
+    assert typicality_auroc("mixture") > 0.95
+    assert abs(typicality_auroc("standard") - 0.5) < 0.2

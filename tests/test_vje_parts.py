@@ -8,12 +8,13 @@ import sys
 from pathlib import Path
 
 import numpy as np
+import pandas as pd
 import pytest
 import torch
 
 from pyro_jepa.data.images import ImageData, load_images, read_idx, stratified_subset
 from pyro_jepa.data.registry import DatasetNotFoundError
-from pyro_jepa.evaluate.probes import knn_accuracy, knn_distance_score, linear_probe, one_class_auroc
+from pyro_jepa.evaluate.probes import knn_accuracy, knn_distance_score, linear_probe, mahalanobis_score, one_class_auroc
 from pyro_jepa.nn.vision import TwoViewAugment, make_backbone
 
 EXPERIMENTS = Path(__file__).resolve().parents[1] / "experiments"
@@ -92,6 +93,16 @@ def test_probes_on_separable_clusters():
     assert one_class_auroc(-score, y_test, normal_class=0) < 0.05
 
 
+def test_mahalanobis_score_uses_the_covariance():
+    """An elongated normal cluster: a point along its long axis is less anomalous than one at the
+    same Euclidean distance across it (k-NN cannot see that; Mahalanobis must)."""
+    rng = np.random.default_rng(0)
+    train = np.c_[np.ones(500), 0.3 * rng.normal(size=500), 0.02 * rng.normal(size=500)]
+    test = np.array([[1.0, 0.3, 0.0], [1.0, 0.0, 0.3]])
+    along, across = mahalanobis_score(train, test)
+    assert across > 10 * along
+
+
 def fake_cifar(folder: Path, per_class: int = 12) -> None:
     rng = np.random.default_rng(0)
     classes = np.array(["airplane", "automobile", "bird", "cat", "deer", "dog", "frog", "horse", "ship", "truck"])
@@ -131,9 +142,50 @@ def test_anomaly_experiment_writes_a_run_folder(tmp_path):
     fake_cifar(tmp_path)
     out = tmp_path / "run"
     argv = ["--data-dir", str(tmp_path), "--classes", "0,1", "--methods", "vje,simsiam", "--train-per-class", "6",
-            "--test-per-class", "3", "--score-pairs", "1", "--out", str(out), *TINY]
+            "--test-per-class", "3", "--score-pairs", "1", "--prior", "mixture", "--prior-components", "2",
+            "--out", str(out), *TINY]
     assert run_experiment("vje_anomaly", argv) == 0
     metrics = json.loads((out / "metrics.json").read_text())
-    assert set(metrics["mean_auroc"]) == {"VJE (ELBO)", "VJE (log-lik)", "VJE (k-NN)", "SimSiam (k-NN)"}
+    vje_scores = {"−ELBO", "−log-lik", "KL", "typicality", "−evidence", "|Δ ELBO| (typical set)", "mean σ", "entropy",
+                  "k-NN", "Mahalanobis"}
+    assert set(metrics["mean_auroc"]) == {f"VJE ({s})" for s in vje_scores} | {"SimSiam (k-NN)", "SimSiam (Mahalanobis)"}
     assert all(0.0 <= r["auroc"] <= 1.0 for r in metrics["auroc"])
+    assert all(m["steps"] == 1 for m in metrics["models"]) and "var_median" in metrics["models"][0]
     assert (out / "vje_variances.png").is_file() and "airplane" in (out / "results.md").read_text()
+    config = json.loads((out / "config.json").read_text())
+    assert config["args"]["prior"] == "mixture"
+    # --resume loads the finished models instead of retraining them: same scores
+    assert run_experiment("vje_anomaly", [*argv, "--resume"]) == 0
+    assert json.loads((out / "metrics.json").read_text())["auroc"] == metrics["auroc"]
+
+
+def fake_mnist_pair(folder: Path) -> None:
+    """Fashion-MNIST IDX files and an mnist_10k.npz of random 28×28 images."""
+    rng = np.random.default_rng(0)
+    (folder / "fashion-mnist").mkdir()
+    for prefix, n in (("train", 60), ("t10k", 30)):
+        write_idx(folder / "fashion-mnist" / f"{prefix}-images-idx3-ubyte.gz", rng.integers(0, 256, (n, 28, 28)))
+        write_idx(folder / "fashion-mnist" / f"{prefix}-labels-idx1-ubyte.gz", np.arange(n) % 10)
+    (folder / "mnist-10k").mkdir()
+    np.savez_compressed(folder / "mnist-10k" / "mnist_10k.npz", x=rng.integers(0, 256, (2010, 28, 28), dtype=np.uint8),
+                        y=np.arange(2010) % 10)
+
+
+def test_fmnist_mnist_benchmark_writes_a_run_folder(tmp_path):
+    fake_mnist_pair(tmp_path)
+    out = tmp_path / "run"
+    argv = ["--data-dir", str(tmp_path), "--benchmark", "fmnist-mnist", "--seeds", "0,1", "--methods", "vje,vicreg",
+            "--train-per-class", "4", "--test-per-class", "2", "--ood-test", "15", "--score-pairs", "1", "--steps", "2",
+            "--out", str(out), *TINY]
+    assert run_experiment("vje_anomaly", argv) == 0
+    frame = pd.read_csv(out / "results.csv")
+    assert set(frame["seed"]) == {0, 1} and set(frame["method"]) == {"VJE", "VICReg"}
+    models = pd.read_csv(out / "models.csv")
+    assert (models["steps"] == 2).all() and models["knn_accuracy"].between(0, 1).all()
+    assert "std" in (out / "results.md").read_text()
+
+
+def test_mnist_10k_loader(tmp_path):
+    fake_mnist_pair(tmp_path)
+    train, test = load_images("mnist-10k", tmp_path)
+    assert len(train) == 10 and len(test) == 2000 and train.rows.shape[1:] == (3, 28, 28)

@@ -1,17 +1,27 @@
-"""Tabular data: the packed container, SIM/corrupted-MNIST generators, loaders and the dataset registry."""
+"""Tabular data: the packed container, SIM/corrupted-MNIST generators, loaders and the dataset registry.
 
-from .loaders import (
-    NO_LABEL,
-    ExtraColumnsWarning,
-    TabularPreprocessor,
-    UnseenCategoriesWarning,
-    infer_feature_types,
-    iter_table,
-    load_dataset,
-    read_table,
-    stratified_split,
-)
-from .registry import DATASETS, DatasetNotFoundError, DatasetSpec, download, resolve_data_dir
-from .sim import corrupt_mnist, make_sim
-from .tabular import Splits, TabularData, TabularSchema, split_packed
+The container and the masks load at once; the file readers, the registry and the generators (which
+need pandas) load on first use, so `import pyro_jepa.models` does not import pandas.
+"""
+
+import importlib
+
 from .masks import MaskCollator
+from .tabular import Splits, TabularData, TabularSchema, split_packed
+
+_LAZY = {
+    "NO_LABEL": "loaders", "ExtraColumnsWarning": "loaders", "TabularPreprocessor": "loaders",
+    "UnseenCategoriesWarning": "loaders", "infer_feature_types": "loaders", "iter_table": "loaders",
+    "load_dataset": "loaders", "read_table": "loaders", "stratified_split": "loaders",
+    "DATASETS": "registry", "DatasetNotFoundError": "registry", "DatasetSpec": "registry", "download": "registry",
+    "resolve_data_dir": "registry",
+    "corrupt_mnist": "sim", "make_sim": "sim",
+}  # fmt: skip
+
+__all__ = ["MaskCollator", "Splits", "TabularData", "TabularSchema", "split_packed", *_LAZY]
+
+
+def __getattr__(name: str):
+    if name in _LAZY:
+        return getattr(importlib.import_module(f".{_LAZY[name]}", __name__), name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

@@ -1,4 +1,5 @@
-"""Image datasets behind one name: CIFAR-10 (shared npz), CIFAR-10/100 and STL-10 (torchvision), Fashion-MNIST.
+"""Image datasets behind one name: CIFAR-10 (shared npz), CIFAR-10/100 and STL-10 (torchvision), Fashion-MNIST,
+and MNIST (the shared 10k-image npz, an out-of-distribution set for Fashion-MNIST).
 
 `ImageData` has the attributes the training engine uses (``rows``, ``y``, ``len``, ``to``), so
 `pyro_jepa.train.fit` trains image methods unchanged; ``rows`` are uint8 images ``(N, 3, H, W)``
@@ -17,7 +18,9 @@ import torch
 
 from .registry import DatasetNotFoundError
 
-IMAGE_DATASETS = ("cifar10", "cifar100", "stl10", "fashion-mnist")
+IMAGE_DATASETS = ("cifar10", "cifar100", "stl10", "fashion-mnist", "mnist-10k")
+# mnist-10k is a prefix of MNIST's training set only; its last images serve as the "test" split.
+MNIST_10K_TEST = 2000
 
 
 @dataclass
@@ -129,6 +132,19 @@ def load_fashion_mnist(data_dir: str | os.PathLike[str] | None) -> tuple[ImageDa
     )
 
 
+def load_mnist_10k(data_dir: str | os.PathLike[str]) -> tuple[ImageData, ImageData]:
+    """``mnist_10k.npz`` (first 10,000 MNIST training digits; see its PROVENANCE.md) as 3-channel
+    28×28 images: the first 8,000 as "train", the last `MNIST_10K_TEST` as "test"."""
+    root = Path(data_dir)
+    for path in (root / "mnist_10k.npz", root / "mnist-10k" / "mnist_10k.npz"):
+        if path.is_file():
+            z = np.load(path)
+            data = _from_hwc(z["x"], z["y"], [str(i) for i in range(10)])
+            n = len(data)
+            return data.subset(np.arange(n - MNIST_10K_TEST)), data.subset(np.arange(n - MNIST_10K_TEST, n))
+    raise DatasetNotFoundError(f"mnist_10k.npz not found in {root} or {root / 'mnist-10k'}")
+
+
 def _torchvision(name: str, root: Path, download: bool) -> tuple[ImageData, ImageData]:
     import torchvision.datasets as tvd
 
@@ -159,6 +175,8 @@ def load_images(name: str, data_dir: str | os.PathLike[str] | None = None, downl
     root = Path(data_dir or ".")
     if name == "fashion-mnist":
         return load_fashion_mnist(root)
+    if name == "mnist-10k":
+        return load_mnist_10k(root)
     if name == "cifar10":
         try:
             return load_cifar10_npz(root)

@@ -1,6 +1,6 @@
 """Pyro distributions the papers need."""
 
-from .polar import PolarStudentT, polar
+from .polar import PolarStudentT, TangentPolarStudentT, polar
 from .tabular import MixedTabular, mixed_tabular_support
 
-__all__ = ["MixedTabular", "mixed_tabular_support", "PolarStudentT", "polar"]
+__all__ = ["MixedTabular", "mixed_tabular_support", "PolarStudentT", "TangentPolarStudentT", "polar"]

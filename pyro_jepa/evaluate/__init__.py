@@ -17,7 +17,8 @@ from pyro_jepa.evaluate.downstream import (
     train_network,
     train_xgboost,
 )
-from pyro_jepa.evaluate.metrics import classification_metrics
+from pyro_jepa.evaluate.metrics import classification_metrics, roc_auc, spearman, standardize
+from pyro_jepa.evaluate.selective import ambiguity_scores, aurc, most_uncertain_first, risk_coverage, selective_metrics
 from pyro_jepa.evaluate.networks import NETWORKS
 
 __all__ = [
@@ -25,7 +26,15 @@ __all__ = [
     "DownstreamConfig",
     "NetworkPredictor",
     "as_feature_matrix",
+    "ambiguity_scores",
+    "aurc",
     "classification_metrics",
+    "most_uncertain_first",
+    "risk_coverage",
+    "roc_auc",
+    "selective_metrics",
+    "spearman",
+    "standardize",
     "collapse_report",
     "effective_rank",
     "evaluate_embeddings",

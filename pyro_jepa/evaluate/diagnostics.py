@@ -14,7 +14,9 @@ from scipy.linalg import LinAlgWarning
 from sklearn.linear_model import RidgeClassifier
 from sklearn.preprocessing import StandardScaler
 
-from pyro_jepa.evaluate.downstream import as_feature_matrix, classification_metrics, selective_metrics
+from .downstream import as_feature_matrix
+from .metrics import classification_metrics
+from .selective import selective_metrics
 
 
 def per_dimension_std(emb: np.ndarray | torch.Tensor) -> np.ndarray:

@@ -23,8 +23,8 @@ from sklearn.metrics import log_loss
 from torch import nn
 
 from .. import io
-from ..uncertainty import selective_metrics
 from .metrics import classification_metrics
+from .selective import selective_metrics
 from .networks import NETWORKS
 
 

@@ -1,10 +1,12 @@
-"""Frozen-feature probes for image SSL: weighted k-NN, linear probe, one-class anomaly AUROC."""
+"""Frozen-feature probes for image SSL: weighted k-NN, linear probe, and the feature-space anomaly /
+OOD baselines (k-NN distance, Mahalanobis distance) with their AUROC."""
 
 from __future__ import annotations
 
 import numpy as np
 import torch
 import torch.nn.functional as F
+from sklearn.covariance import LedoitWolf
 from sklearn.linear_model import LogisticRegression
 from sklearn.metrics import roc_auc_score
 from sklearn.preprocessing import StandardScaler
@@ -63,7 +65,20 @@ def knn_distance_score(x_train: np.ndarray | torch.Tensor, x_test: np.ndarray | 
     return torch.cat(scores).numpy()
 
 
+def mahalanobis_score(x_train: np.ndarray | torch.Tensor, x_test: np.ndarray | torch.Tensor) -> np.ndarray:
+    """Anomaly score ``(N_test,)``: squared Mahalanobis distance of the L2-normalized test features to a
+    Gaussian fitted on the L2-normalized (normal) training features, with Ledoit-Wolf shrinkage
+    (the one-cluster form of SSD, Sehwag et al., ICLR 2021)."""
+    train, test = _unit(x_train).double().numpy(), _unit(x_test).double().numpy()
+    fit = LedoitWolf().fit(train)
+    return fit.mahalanobis(test)
+
+
+def anomaly_auroc(scores: np.ndarray | torch.Tensor, anomalous: np.ndarray | torch.Tensor) -> float:
+    """AUROC of ``scores`` (higher = more anomalous) for the boolean labels ``anomalous``."""
+    return float(roc_auc_score(np.asarray(anomalous, dtype=bool), np.asarray(scores, dtype=np.float64)))
+
+
 def one_class_auroc(scores: np.ndarray | torch.Tensor, labels: np.ndarray | torch.Tensor, normal_class: int) -> float:
     """AUROC of ``scores`` (higher = more anomalous) for separating other classes from ``normal_class``."""
-    anomalous = np.asarray(labels) != normal_class
-    return float(roc_auc_score(anomalous, np.asarray(scores, dtype=np.float64)))
+    return anomaly_auroc(scores, np.asarray(labels) != normal_class)

@@ -2,8 +2,9 @@
 
 from .base import SSLMethod
 from .t_jepa import TJEPA
-from .tabular import MaskedPredictor, TabularJEPAConfig, TokenEncoder
-from .var_jepa import TERMS, LossWeights, MLPVarJEPA, VarJEPA, elbo_terms, standard_normal, weighted_loss
+from .scores import SCORES, row_uncertainty
+from .tabular import MaskedPredictor, MaskedTabular, TabularJEPAConfig, TokenEncoder
+from .var_jepa import TERMS, LossWeights, MLPVarJEPA, MLPVarJEPAConfig, VarJEPA, elbo_terms, standard_normal, weighted_loss
 from .var_t_jepa import VarTJEPA
 from .image_baselines import SimSiam, SimSiamConfig, VICReg, VICRegConfig
 from .image_ssl import ImageSSL, ImageSSLConfig
@@ -13,11 +14,15 @@ __all__ = [
     "SSLMethod",
     "TJEPA",
     "MaskedPredictor",
+    "MaskedTabular",
+    "SCORES",
+    "row_uncertainty",
     "TabularJEPAConfig",
     "TokenEncoder",
     "TERMS",
     "LossWeights",
     "MLPVarJEPA",
+    "MLPVarJEPAConfig",
     "VarJEPA",
     "elbo_terms",
     "standard_normal",

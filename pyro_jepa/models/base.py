@@ -22,9 +22,17 @@ def to_device(tensor: torch.Tensor, device: torch.device) -> torch.Tensor:
 class SSLMethod(nn.Module):
     """A self-supervised method the engine (`pyro_jepa.train.fit`) can train and evaluate.
 
-    Subclasses implement `loss`, `diagnostics` and `embed`; `on_step_end` and `uncertainty` are
-    optional. Randomness must come from torch's RNG or generators the method checkpoints through
-    ``get_extra_state`` so that `--resume` reproduces an uninterrupted run.
+    The engine knows nothing else about a method; this is the whole protocol:
+
+    * ``name`` (display name) and ``config`` (a hyperparameter dataclass; `settings` records it);
+    * `loss(rows, step)` (differentiable) and `diagnostics(rows, step)` (held-out terms, incl. ``loss``);
+    * `embed(rows)` (representations, for probe-based selection and downstream use);
+    * optional: `uncertainty`, `loss_weights` (logged, and named when a weighted term overflows),
+      `on_step_end` (e.g. EMA updates), `reseed` (per-rank generators under DDP).
+
+    Randomness must come from torch's RNG or generators the method checkpoints through
+    ``get_extra_state`` so that `--resume` reproduces an uninterrupted run. A Var-JEPA variant
+    subclasses `pyro_jepa.models.VarJEPA`, which implements all of this from its Pyro program.
     """
 
     name: str = "method"

@@ -39,7 +39,7 @@ class SimSiamConfig(ImageSSLConfig):
 
 
 class SimSiam(ImageSSL):
-    name = "simsiam"
+    name = "SimSiam"
 
     def __init__(self, config: SimSiamConfig | None = None) -> None:
         config = config or SimSiamConfig()
@@ -68,7 +68,7 @@ class VICRegConfig(ImageSSLConfig):
 
 
 class VICReg(ImageSSL):
-    name = "vicreg"
+    name = "VICReg"
 
     def __init__(self, config: VICRegConfig | None = None) -> None:
         config = config or VICRegConfig()

@@ -11,30 +11,25 @@ from __future__ import annotations
 import copy
 
 import torch
-import torch.nn.functional as F
 from torch import nn
 
 from ..data.tabular import TabularSchema
 from ..nn import gather_tokens
-from .base import SSLMethod, to_device
-from .tabular import MaskedPredictor, TabularJEPAConfig, TokenEncoder
-from .var_t_jepa import EVAL_CHUNK, EVAL_MASK_SEED
+from .tabular import EVAL_CHUNK, EVAL_MASK_SEED, MaskedPredictor, MaskedTabular, TabularJEPAConfig, TokenEncoder
 
 
-class TJEPA(SSLMethod):
+class TJEPA(MaskedTabular):
     """T-JEPA with EMA target encoder (see the module docstring)."""
 
     name = "T-JEPA"
 
     def __init__(self, schema: TabularSchema, config: TabularJEPAConfig, seed: int = 0) -> None:
         super().__init__()
-        self.config = config
-        self.n_features = schema.n_features
+        self._setup_masks(schema, config, seed)
         self.context_encoder = TokenEncoder(schema, config)
         self.target_encoder = copy.deepcopy(self.context_encoder).requires_grad_(False)
         self.predictor = MaskedPredictor(self.n_features, config, conditioned=False, n_aux=config.n_aux)
         self.predictor_head = nn.Linear(config.pred_dim, config.dim)
-        self.masks = config.mask_collator(self.n_features, seed)
 
     def _squared_errors(self, rows: torch.Tensor, context: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
         """``(B, K, M_trg, dim)`` squared errors of the predictions against the target encoder."""
@@ -56,19 +51,16 @@ class TJEPA(SSLMethod):
         def row_errors(chunk, context, target):
             return self._squared_errors(chunk, context, target).mean((1, 2, 3))
 
-        return self.config.mask_average(rows, row_errors, n_masks, seed, EVAL_CHUNK)
+        return self.mask_average(rows, row_errors, n_masks, seed)
 
     def loss(self, rows: torch.Tensor, step: int) -> torch.Tensor:
-        masks = self.masks(rows.shape[0])
-        return self._mse(rows, to_device(masks.context, rows.device), to_device(masks.target, rows.device))
+        return self._mse(rows, *self.training_masks(rows))
 
     @torch.no_grad()
     def diagnostics(self, rows: torch.Tensor, step: int) -> dict[str, float]:
-        collator = self.config.mask_collator(self.n_features, EVAL_MASK_SEED)
         total = 0.0
-        for chunk in rows.split(EVAL_CHUNK):
-            masks = collator(chunk.shape[0], chunk.device)
-            total += float(self._mse(chunk, masks.context, masks.target)) * chunk.shape[0] / rows.shape[0]
+        for chunk, context, target in self.eval_masked(rows):
+            total += float(self._mse(chunk, context, target)) * chunk.shape[0] / rows.shape[0]
         return {"loss": total}
 
     @torch.no_grad()
@@ -81,12 +73,3 @@ class TJEPA(SSLMethod):
     @torch.no_grad()
     def embed(self, rows: torch.Tensor) -> torch.Tensor:
         return torch.cat([self.target_encoder(chunk) for chunk in rows.split(EVAL_CHUNK)])
-
-    def reseed(self, seed: int) -> None:
-        self.masks.generator.manual_seed(seed)
-
-    def get_extra_state(self) -> dict:
-        return {"masks": self.masks.state_dict()}
-
-    def set_extra_state(self, state: dict) -> None:
-        self.masks.load_state_dict(state["masks"])

@@ -1,8 +1,8 @@
-"""Configuration and networks shared by the tabular JEPAs (Var-T-JEPA and the T-JEPA baseline)."""
+"""What the tabular JEPAs (Var-T-JEPA and the T-JEPA baseline) share: config, masking base, networks."""
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 
 import torch
@@ -12,8 +12,12 @@ from torch import nn
 from ..data.masks import MaskCollator
 from ..data.tabular import TabularSchema
 from ..nn import FeatureTokenizer, gather_tokens, transformer
-from ..uncertainty import SCORES
+from .base import SSLMethod, to_device
+from .scores import SCORES
 from .var_jepa import LossWeights
+
+EVAL_MASK_SEED = 20_260_320  # fixed masks for validation terms and mask-averaged scores, so epochs are comparable
+EVAL_CHUNK = 1024  # rows per forward pass on held-out data
 
 
 @dataclass
@@ -64,20 +68,55 @@ class TabularJEPAConfig:
         """The collator for this config's mask ratios and K, seeded."""
         return MaskCollator(n_features, self.context_ratio, self.target_ratio, self.n_targets, seed)
 
+
+class MaskedTabular(SSLMethod):
+    """Base of the tabular JEPAs: one context mask and K target masks per row (`pyro_jepa.data.masks`).
+
+    Owns the training masks (a private, checkpointed generator, re-seeded per DDP rank), the fixed
+    evaluation masks that make validation epochs comparable, and mask-averaged per-row scores.
+    A subclass calls `_setup_masks` in its constructor.
+    """
+
+    def _setup_masks(self, schema: TabularSchema, config: TabularJEPAConfig, seed: int) -> None:
+        self.schema, self.config = schema, config
+        self.n_features = schema.n_features
+        self.masks = config.mask_collator(self.n_features, seed)
+
+    def training_masks(self, rows: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """Fresh context ``(B, M_ctx)`` and target ``(B, K, M_trg)`` indices for a training batch, on its device."""
+        masks = self.masks(rows.shape[0])
+        return to_device(masks.context, rows.device), to_device(masks.target, rows.device)
+
+    def eval_masked(self, rows: torch.Tensor, seed: int = EVAL_MASK_SEED) -> Iterator[tuple[torch.Tensor, torch.Tensor, torch.Tensor]]:
+        """``(chunk, context, target)`` over held-out ``rows``, with masks drawn from a fixed seed."""
+        collator = self.config.mask_collator(self.n_features, seed)
+        for chunk in rows.split(EVAL_CHUNK):
+            masks = collator(chunk.shape[0], chunk.device)
+            yield chunk, masks.context, masks.target
+
     def mask_average(
         self, rows: torch.Tensor, score: Callable[[torch.Tensor, torch.Tensor, torch.Tensor], torch.Tensor],
-        n_masks: int, seed: int, chunk_size: int = 1024,
+        n_masks: int, seed: int = EVAL_MASK_SEED,
     ) -> torch.Tensor:
         """``score(rows, context, target) -> (B,)`` averaged over ``n_masks`` seeded mask draws, ``(N,)``."""
-        collator = self.mask_collator(rows.shape[1], seed)
+        collator = self.config.mask_collator(self.n_features, seed)
         averages = []
-        for chunk in rows.split(chunk_size):
+        for chunk in rows.split(EVAL_CHUNK):
             total = torch.zeros(chunk.shape[0], device=chunk.device)
             for _ in range(n_masks):
                 masks = collator(chunk.shape[0], chunk.device)
                 total += score(chunk, masks.context, masks.target)
             averages.append(total / n_masks)
         return torch.cat(averages)
+
+    def reseed(self, seed: int) -> None:
+        self.masks.generator.manual_seed(seed)
+
+    def get_extra_state(self) -> dict:
+        return {"masks": self.masks.state_dict()}
+
+    def set_extra_state(self, state: dict) -> None:
+        self.masks.load_state_dict(state["masks"])
 
 
 class TokenEncoder(nn.Module):

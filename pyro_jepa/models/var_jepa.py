@@ -24,6 +24,7 @@ with each term normalized as the instance says (`term_norms`) and averaged over 
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from dataclasses import asdict, dataclass
 
 import pyro
@@ -31,10 +32,9 @@ import pyro.distributions as dist
 import torch
 from pyro import poutine
 from pyro.distributions.kl import kl_divergence
-from pyro.distributions.util import is_identically_zero, scale_and_mask
-from pyro.infer.util import is_validation_enabled
 from torch import nn
 
+from ..infer import make_elbo
 from ..nn import GaussianHead, mlp
 from .base import SSLMethod
 
@@ -94,15 +94,38 @@ def standard_normal(shape: tuple[int, ...], like: torch.Tensor) -> dist.Distribu
 
 
 class VarJEPA(SSLMethod):
-    """The Var-JEPA model/guide pair, written once for every instance.
+    """The Var-JEPA model/guide pair and its whole objective, written once for every instance.
 
-    Subclasses implement the hooks below; each receives the program's data arguments
-    ``*data`` and a per-execution ``cache`` dict for sharing intermediate tensors between hooks
-    (e.g. pooled context tokens) within one run of the model or the guide.
+    The base owns the loss weights with their KL warm-up, the ELBO estimator, `loss`,
+    `diagnostics` (the five terms on held-out rows) and default `embed`/`uncertainty` (the mean and
+    standard deviation of the context posterior q(s_x | x)). A variant subclasses it, builds its
+    networks and implements the distribution hooks below; each hook receives the program's data
+    arguments ``*data`` and a per-execution ``cache`` dict for sharing intermediate tensors between
+    hooks (e.g. pooled context tokens) within one run of the model or the guide. `program_args`
+    turns a training batch into those data arguments (e.g. rows plus freshly drawn masks).
 
     Call `model` and `guide` with ``(*data, weights=...)`` where ``weights`` maps the five
-    terms to their current α (see `LossWeights.at`).
+    terms to their current α (see `LossWeights.at`). ``docs/variants.md`` walks through a variant.
     """
+
+    name = "Var-JEPA"
+    eval_chunk = 1024  # rows per forward pass when evaluating held-out data
+
+    def __init__(self, weights: LossWeights | None = None, elbo: str = "trace") -> None:
+        super().__init__()
+        self.weights = weights or LossWeights()
+        self.elbo = make_elbo(elbo)
+
+    # -- hooks: data -------------------------------------------------------------------------
+    def program_args(self, batch: torch.Tensor) -> tuple[torch.Tensor, ...]:
+        """The program's data arguments for one training batch; by default the batch itself."""
+        return (batch,)
+
+    def eval_batches(self, rows: torch.Tensor) -> Iterator[tuple[torch.Tensor, ...]]:
+        """Data arguments for held-out ``rows``, chunk by chunk, with any randomness fixed (seeded),
+        so that epochs are comparable; by default `program_args` of each chunk."""
+        for chunk in rows.split(self.eval_chunk):
+            yield self.program_args(chunk)
 
     # -- hooks: distributions --------------------------------------------------------------
     def batch_size(self, *data: torch.Tensor) -> int:
@@ -174,6 +197,41 @@ class VarJEPA(SSLMethod):
             with weighted(scales["s_y"]):
                 pyro.sample("s_y", self.target_posterior(s_x, z, *data, cache=cache))
 
+    # -- the objective (SSLMethod) -------------------------------------------------------------
+    def loss(self, batch: torch.Tensor, step: int) -> torch.Tensor:
+        """The α-weighted negative ELBO (Eq. 10) of one batch at optimizer step ``step``."""
+        return self.elbo.differentiable_loss(self.model, self.guide, *self.program_args(batch), weights=self.weights.at(step))
+
+    def loss_weights(self, step: int) -> dict[str, float]:
+        return self.weights.at(step)
+
+    @torch.no_grad()
+    def diagnostics(self, rows: torch.Tensor, step: int) -> dict[str, float]:
+        """The five unweighted terms and the weighted loss on held-out ``rows`` (analytic KLs)."""
+        weights = self.weights.at(step)
+        totals = dict.fromkeys((*TERMS, "loss"), 0.0)
+        for data in self.eval_batches(rows):
+            terms = elbo_terms(self, *data, analytic_kl=True)
+            terms["loss"] = weighted_loss(terms, weights)
+            for key, value in terms.items():
+                totals[key] += float(value) * self.batch_size(*data) / rows.shape[0]
+        return totals
+
+    @torch.no_grad()
+    def _context_posteriors(self, rows: torch.Tensor) -> Iterator[dist.Distribution]:
+        for data in self.eval_batches(rows):
+            yield self.context_posterior(*data, cache={})
+
+    @torch.no_grad()
+    def embed(self, rows: torch.Tensor) -> torch.Tensor:
+        """Posterior means of s_x, the representation of the context (variants may choose another)."""
+        return torch.cat([q.mean for q in self._context_posteriors(rows)])
+
+    @torch.no_grad()
+    def uncertainty(self, rows: torch.Tensor) -> torch.Tensor:
+        """Posterior standard deviations of s_x, matching `embed`."""
+        return torch.cat([q.stddev for q in self._context_posteriors(rows)])
+
 
 def elbo_terms(program: VarJEPA, *data: torch.Tensor, analytic_kl: bool = True) -> dict[str, torch.Tensor]:
     """The five unweighted terms of Eq. 10 (batch means, instance-normalized) from one guide sample.
@@ -206,68 +264,36 @@ def weighted_loss(terms: dict[str, torch.Tensor], weights: dict[str, float]) -> 
     return sum(weights[t] * terms[t] for t in TERMS)
 
 
-class SyncFreeTrace_ELBO(pyro.infer.Trace_ELBO):
-    """`Trace_ELBO` without host syncs, for guides whose latents are all reparameterized.
+@dataclass
+class MLPVarJEPAConfig:
+    """Sizes of `MLPVarJEPA`: the context is the first ``x_dim`` columns of a row, the target the next ``y_dim``."""
 
-    Pyro's estimator calls ``.item()`` on every site's log-density and checks the loss for NaN,
-    about ten device-to-host syncs per step that stall a GPU. For a reparameterized guide the
-    differentiable loss equals the surrogate loss, which this returns directly (same value and
-    gradient). With Pyro's validation on (the tests) it defers to Pyro's own estimator.
-    """
-
-    def differentiable_loss(self, model, guide, *args, **kwargs) -> torch.Tensor:
-        if is_validation_enabled():
-            return super().differentiable_loss(model, guide, *args, **kwargs)
-        loss = 0.0
-        for model_trace, guide_trace in self._get_traces(model, guide, args, kwargs):
-            loss = loss + self._particle_loss(model_trace, guide_trace) / self.num_particles
-        return loss
-
-    def _particle_loss(self, model_trace, guide_trace) -> torch.Tensor:
-        elbo = 0.0
-        for site in model_trace.nodes.values():
-            if site["type"] == "sample":
-                elbo = elbo + site["log_prob_sum"]
-        for site in guide_trace.nodes.values():
-            if site["type"] == "sample":
-                parts = site["score_parts"]
-                if not is_identically_zero(parts.score_function):
-                    raise NotImplementedError(f"{type(self).__name__} needs reparameterized guide sites; {site['name']!r} is not")
-                elbo = elbo - parts.entropy_term.sum()
-        return -elbo
-
-
-class SyncFreeTraceMeanField_ELBO(SyncFreeTrace_ELBO, pyro.infer.TraceMeanField_ELBO):
-    """`TraceMeanField_ELBO` (analytic KLs where registered) without host syncs; see `SyncFreeTrace_ELBO`."""
-
-    def _particle_loss(self, model_trace, guide_trace) -> torch.Tensor:
-        elbo = 0.0
-        for name, site in model_trace.nodes.items():
-            if site["type"] != "sample":
-                continue
-            if site["is_observed"]:
-                elbo = elbo + site["log_prob_sum"]
-                continue
-            guide_site = guide_trace.nodes[name]
-            try:
-                kl = kl_divergence(guide_site["fn"], site["fn"])
-            except NotImplementedError:
-                elbo = elbo + site["log_prob_sum"] - guide_site["score_parts"].entropy_term.sum()
-                continue
-            elbo = elbo - scale_and_mask(kl, scale=guide_site["scale"], mask=guide_site["mask"]).sum()
-        return -elbo
+    x_dim: int
+    y_dim: int
+    latent_dim: int = 16
+    aux_dim: int = 8
+    hidden: int = 128
+    depth: int = 2
 
 
 class MLPVarJEPA(VarJEPA):
     """The paper's simulation-study model (App. D.1): MLP encoders, Gaussian everything.
 
-    Data: a context vector ``x (B, D_x)`` and a target vector ``y (B, D_y)``.
-    Latents: ``s_x, s_y in R^latent_dim``, ``z in R^aux_dim``. Decoders are Gaussian with a
-    learned global scale per path.
+    The smallest complete Var-JEPA: it trains with `pyro_jepa.train.fit` on any table of rows
+    whose first ``x_dim`` columns are the context x and the next ``y_dim`` the target y (its
+    program's data arguments are ``x (B, x_dim)`` and ``y (B, y_dim)``). Latents:
+    ``s_x, s_y in R^latent_dim``, ``z in R^aux_dim``. Decoders are Gaussian with a learned global
+    scale per path. `embed` gives the posterior mean of s_x.
     """
 
-    def __init__(self, x_dim: int, y_dim: int, latent_dim: int = 16, aux_dim: int = 8, hidden: int = 128, depth: int = 2) -> None:
-        super().__init__()
+    name = "MLP Var-JEPA"
+
+    def __init__(
+        self, x_dim: int, y_dim: int, latent_dim: int = 16, aux_dim: int = 8, hidden: int = 128, depth: int = 2,
+        weights: LossWeights | None = None, elbo: str = "trace",
+    ) -> None:
+        super().__init__(weights, elbo)
+        self.config = MLPVarJEPAConfig(x_dim, y_dim, latent_dim, aux_dim, hidden, depth)
         self.latent_dim, self.aux_dim = latent_dim, aux_dim
         body = [hidden] * depth
         self.context_encoder = nn.Sequential(mlp([x_dim, *body], norm=True), nn.GELU(), GaussianHead(hidden, latent_dim))
@@ -284,6 +310,10 @@ class MLPVarJEPA(VarJEPA):
     @staticmethod
     def _normal(loc_scale: tuple[torch.Tensor, torch.Tensor]) -> dist.Distribution:
         return dist.Normal(*loc_scale).to_event(1)
+
+    def program_args(self, batch: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        x_dim, y_dim = self.config.x_dim, self.config.y_dim
+        return batch[:, :x_dim], batch[:, x_dim : x_dim + y_dim]
 
     def prior_s_x(self, x, y, cache):
         return standard_normal((x.shape[0], self.latent_dim), x)

@@ -24,31 +24,33 @@ effective batch of B*K).
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+
 import pyro.distributions as dist
 import torch
 from torch import nn
 
+from ..data.masks import Masks
 from ..data.tabular import TabularSchema
 from ..distributions import MixedTabular
 from ..nn import AttentionPooling, GaussianHead, TabularDecoder, mlp, scatter_tokens
-from .base import to_device
-from .tabular import MaskedPredictor, TabularJEPAConfig, TokenEncoder
-from .var_jepa import TERMS, SyncFreeTrace_ELBO, SyncFreeTraceMeanField_ELBO, VarJEPA, elbo_terms, standard_normal, weighted_loss
-
-EVAL_MASK_SEED = 20_260_320  # fixed masks for validation terms, so epochs are comparable
-EVAL_CHUNK = 1024
+from .tabular import EVAL_CHUNK, EVAL_MASK_SEED, MaskedPredictor, MaskedTabular, TabularJEPAConfig, TokenEncoder
+from .var_jepa import VarJEPA, standard_normal
 
 
-class VarTJEPA(VarJEPA):
-    """Var-T-JEPA as a Pyro model/guide pair (see the module docstring)."""
+class VarTJEPA(MaskedTabular, VarJEPA):
+    """Var-T-JEPA as a Pyro model/guide pair (see the module docstring).
+
+    The objective (weights, warm-up, estimator, loss, diagnostics) is `VarJEPA`'s; the masks are
+    `MaskedTabular`'s; this class holds the networks and the distribution hooks.
+    """
 
     name = "Var-T-JEPA"
 
     def __init__(self, schema: TabularSchema, config: TabularJEPAConfig, seed: int = 0) -> None:
-        super().__init__()
+        super().__init__(weights=config.weights, elbo=config.elbo)
+        self._setup_masks(schema, config, seed)
         d = config.dim
-        self.schema, self.config = schema, config
-        self.n_features = schema.n_features
         self.register_buffer("cardinalities", torch.tensor(schema.cardinalities, dtype=torch.long), persistent=False)
         # q(s_x | x)
         self.context_encoder = TokenEncoder(schema, config)
@@ -73,9 +75,12 @@ class VarTJEPA(VarJEPA):
         self.log_sigma_x = nn.Parameter(torch.zeros(()))
         self.log_sigma_y = nn.Parameter(torch.zeros(()))
 
-        self.weights = config.weights
-        self.elbo = (SyncFreeTraceMeanField_ELBO if config.elbo == "meanfield" else SyncFreeTrace_ELBO)(max_plate_nesting=1)
-        self.masks = config.mask_collator(self.n_features, seed)
+    # -- data arguments of the program: rows and their masks ---------------------------------
+    def program_args(self, batch: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        return (batch, *self.training_masks(batch))
+
+    def eval_batches(self, rows: torch.Tensor) -> Iterator[tuple[torch.Tensor, torch.Tensor, torch.Tensor]]:
+        return self.eval_masked(rows)
 
     # -- networks shared by the guide and the embedding path ----------------------------------
     def target_params(self, rows: torch.Tensor, pooled: torch.Tensor, z: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
@@ -85,10 +90,9 @@ class VarTJEPA(VarJEPA):
         )
         return self.target_head(self.target_encoder(rows, prefix=prefix))
 
-    def _target_mask(self, target: torch.Tensor) -> torch.Tensor:
-        b, k, _ = target.shape
-        mask = torch.zeros(b, k, self.n_features, dtype=torch.bool, device=target.device)
-        return mask.scatter(2, target, True).unsqueeze(-1)
+    def _target_mask(self, context: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+        """``(B, K, D, 1)``: True at the features of each target mask (the positions that enter log p and log q)."""
+        return Masks(context, target).target_mask(self.n_features).unsqueeze(-1)
 
     # -- VarJEPA hooks ----------------------------------------------------------------------
     def term_norms(self, rows, context, target):
@@ -108,11 +112,11 @@ class VarTJEPA(VarJEPA):
         # Positions outside the target masks are masked out of the density; their values are irrelevant.
         full_loc = loc.new_zeros(b, k, self.n_features, d).scatter(2, index, loc)
         full_scale = scale.new_ones(b, k, self.n_features, d).scatter(2, index, scale)
-        return dist.Normal(full_loc, full_scale).mask(self._target_mask(target)).to_event(3)
+        return dist.Normal(full_loc, full_scale).mask(self._target_mask(context, target)).to_event(3)
 
     def context_likelihood(self, s_x, rows, context, target, cache):
         loc, logits = self.context_decoder(scatter_tokens(s_x, context, self.n_features))
-        observed = torch.zeros_like(rows, dtype=torch.bool).scatter(1, context, True)
+        observed = Masks(context, target).context_mask(self.n_features)
         fn = MixedTabular(loc, self.log_sigma_x.exp(), logits, self.cardinalities, feature_mask=observed)
         return fn, rows
 
@@ -134,28 +138,10 @@ class VarTJEPA(VarJEPA):
         loc, scale = self.target_params(rows, cache["pooled"], z)
         shape = (-1, target.shape[1], -1, -1)
         return dist.Normal(loc.unsqueeze(1).expand(shape), scale.unsqueeze(1).expand(shape)).mask(
-            self._target_mask(target)
+            self._target_mask(context, target)
         ).to_event(3)
 
-    # -- SSLMethod ---------------------------------------------------------------------------
-    def loss(self, rows: torch.Tensor, step: int) -> torch.Tensor:
-        masks = self.masks(rows.shape[0])
-        context, target = to_device(masks.context, rows.device), to_device(masks.target, rows.device)
-        return self.elbo.differentiable_loss(self.model, self.guide, rows, context, target, weights=self.weights.at(step))
-
-    @torch.no_grad()
-    def diagnostics(self, rows: torch.Tensor, step: int) -> dict[str, float]:
-        collator = self.config.mask_collator(self.n_features, EVAL_MASK_SEED)
-        weights = self.weights.at(step)
-        totals = dict.fromkeys((*TERMS, "loss"), 0.0)
-        for chunk in rows.split(EVAL_CHUNK):
-            masks = collator(chunk.shape[0], chunk.device)
-            terms = elbo_terms(self, chunk, masks.context, masks.target, analytic_kl=True)
-            terms["loss"] = weighted_loss(terms, weights)
-            for key, value in terms.items():
-                totals[key] += float(value) * chunk.shape[0] / rows.shape[0]
-        return totals
-
+    # -- representations ---------------------------------------------------------------------
     @torch.no_grad()
     def posterior(self, rows: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """Loc and scale ``(N, D, d)`` of q(s_w | s_x, z, w) with the whole row as context and
@@ -183,7 +169,7 @@ class VarTJEPA(VarJEPA):
             _, scale = self.predictor_head(self.predictor(s_x, context, target, condition=z))
             return scale.mean((1, 2, 3))
 
-        return self.config.mask_average(rows, row_scale, n_masks, seed, EVAL_CHUNK)
+        return self.mask_average(rows, row_scale, n_masks, seed)
 
     @torch.no_grad()
     def embed(self, rows: torch.Tensor) -> torch.Tensor:
@@ -192,15 +178,3 @@ class VarTJEPA(VarJEPA):
     @torch.no_grad()
     def uncertainty(self, rows: torch.Tensor) -> torch.Tensor:
         return self.posterior(rows)[1]
-
-    def loss_weights(self, step: int) -> dict[str, float]:
-        return self.weights.at(step)
-
-    def reseed(self, seed: int) -> None:
-        self.masks.generator.manual_seed(seed)
-
-    def get_extra_state(self) -> dict:
-        return {"masks": self.masks.state_dict()}
-
-    def set_extra_state(self, state: dict) -> None:
-        self.masks.load_state_dict(state["masks"])

@@ -4,9 +4,9 @@ For views a, b of an image with backbone embeddings h_a, h_b ∈ R^d, and each d
 (c, t) ∈ {(a, b), (b, a)}::
 
     guide:  z_ct ~ q(z | h_c) = N(μ(h_c), diag σ(h_c)²)              amortized inference network g
-    model:  z_ct ~ N(0, I)
+    model:  z_ct ~ p_ψ(z)                                            N(0, I), or a learned mixture / VampPrior
             h_t  ~ PolarStudentT(loc=z_ct, scale=σ(h_c), ν;           directional scale = the guide's σ
-                                 radial_loc=log‖h_c‖, τ, ν_r)
+                                 radial_loc=log‖h_c‖, τ, ν_r)        (bounded kernel or normalized tangent density)
 
 Every site sits in ``poutine.scale(1 / (2B))``, so ``Trace_ELBO`` estimates the negative batch mean
 of the symmetric conditional ELBO ``½[ELBO(b|a) + ELBO(a|b)]``. The posterior parameters are
@@ -17,21 +17,28 @@ and (by default) the target embedding is detached, SimSiam's stop-gradient.
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 from typing import NamedTuple
 
 import pyro
 import pyro.distributions as dist
 import torch
-from pyro.distributions.kl import kl_divergence
+import torch.nn.functional as F
 from torch import nn
 
-from ..distributions.polar import PolarStudentT, polar
+from ..distributions.polar import PROJECTIONS, PolarStudentT, TangentPolarStudentT, polar
 from ..nn import GaussianHead, mlp
 from .image_ssl import EVAL_CHUNK, EVAL_VIEW_SEED, ImageSSL, ImageSSLConfig
 from .var_jepa import standard_normal, weighted
 
 DIRECTIONS = (("ab", 0, 1), ("ba", 1, 0))
+DIRECTIONAL = ("bounded", *PROJECTIONS)
+PRIORS = ("standard", "mixture", "vamp")
+# Per-image scores of `VJE.anomaly_scores`, all oriented so that higher = more anomalous.
+SCORES = ("neg_elbo", "neg_loglik", "kl", "typicality", "neg_evidence", "elbo_two_sided", "mean_sigma", "entropy")
+# Entries of one (test chunk × reference × d) block in `VJE.evidence`: bounds its memory.
+EVIDENCE_BLOCK = 2**24
 
 
 @dataclass
@@ -42,7 +49,13 @@ class VJEConfig(ImageSSLConfig):
     (default) or a Cartesian product of 1-D Student-t/Normal densities on h_t itself.
     ``shared_variance``: the likelihood's scale is the posterior's σ (default) or its own head.
     ``stop_gradient``: detach the target embedding. ``score_pairs``: view pairs averaged in
-    anomaly scores.
+    anomaly scores. ``directional``: the paper's bounded kernel ("bounded", a subdensity) or an
+    exactly normalized density on a tangent-plane projection ("stereographic", "gnomonic";
+    `TangentPolarStudentT`). ``prior``: p(z) = N(0, I) ("standard"), a learned mixture of
+    ``prior_components`` diagonal Gaussians ("mixture"), or a VampPrior, the mixture of the
+    posteriors of ``prior_components`` learned pseudo-embeddings ("vamp"). ``mean_on_sphere``: the
+    posterior mean is ``√d`` times a unit vector (where N(0, I) puts its mass), so neither the
+    prior nor a direction-only likelihood can shrink it until the noise σ·ε swamps its direction.
     """
 
     hidden: int = 512
@@ -53,10 +66,20 @@ class VJEConfig(ImageSSLConfig):
     shared_variance: bool = True
     stop_gradient: bool = True
     score_pairs: int = 4
+    directional: str = "stereographic"
+    prior: str = "standard"
+    prior_components: int = 16
+    mean_on_sphere: bool = False
 
     def __post_init__(self) -> None:
         if self.likelihood not in ("student-t", "gaussian"):
             raise ValueError(f"likelihood must be 'student-t' or 'gaussian', got {self.likelihood!r}")
+        if self.directional not in DIRECTIONAL:
+            raise ValueError(f"directional must be one of {DIRECTIONAL}, got {self.directional!r}")
+        if self.prior not in PRIORS:
+            raise ValueError(f"prior must be one of {PRIORS}, got {self.prior!r}")
+        if self.prior_components < 1:
+            raise ValueError(f"prior_components must be >= 1, got {self.prior_components}")
 
 
 class Posterior(NamedTuple):
@@ -71,7 +94,7 @@ class Posterior(NamedTuple):
 class VJE(ImageSSL):
     """Variational joint embedding, trained by ``pyro.infer.Trace_ELBO`` (see module docstring)."""
 
-    name = "vje"
+    name = "VJE"
 
     def __init__(self, config: VJEConfig | None = None) -> None:
         config = config or VJEConfig()
@@ -82,12 +105,24 @@ class VJE(ImageSSL):
         # Only exists for the separate-variance ablation.
         self.likelihood_logvar = None if config.shared_variance else nn.Linear(config.hidden, d)
         self.log_radial_scale = nn.Parameter(torch.zeros(()))
+        k = config.prior_components
+        if config.prior == "mixture":
+            # Means start near 0 with unit scales, so the mixture starts close to N(0, I); the
+            # small spread breaks the symmetry between components.
+            self.prior_logits = nn.Parameter(torch.zeros(k))
+            self.prior_loc = nn.Parameter(0.1 * torch.randn(k, d))
+            self.prior_log_scale = nn.Parameter(torch.zeros(k, d))
+        elif config.prior == "vamp":
+            # Pseudo-embeddings in the backbone's (non-negative, post-ReLU) output space.
+            self.pseudo_embeddings = nn.Parameter(torch.rand(k, d))
         self.elbo = pyro.infer.Trace_ELBO(max_plate_nesting=1)
 
     # -- the program ------------------------------------------------------------------------
     def posterior(self, h: torch.Tensor) -> Posterior:
         hidden = self.inference(h)
         loc, scale = self.head(hidden)
+        if self.config.mean_on_sphere:
+            loc = math.sqrt(self.dim) * F.normalize(loc, dim=-1)
         if self.likelihood_logvar is None:
             lik_scale = scale
         else:
@@ -97,15 +132,28 @@ class VJE(ImageSSL):
     def target(self, h: torch.Tensor) -> torch.Tensor:
         return h.detach() if self.config.stop_gradient else h
 
+    def prior(self, batch: int, like: torch.Tensor) -> dist.Distribution:
+        """p_ψ(z) with batch shape ``(batch,)`` and event ``(d,)``."""
+        c = self.config
+        if c.prior == "standard":
+            return standard_normal((batch, self.dim), like)
+        if c.prior == "mixture":
+            logits, loc, scale = self.prior_logits, self.prior_loc, self.prior_log_scale.clamp(-6.0, 4.0).exp()
+        else:
+            loc, scale = self.posterior(self.pseudo_embeddings)[:2]
+            logits = loc.new_zeros(c.prior_components)
+        k, d = loc.shape
+        components = dist.Normal(loc.expand(batch, k, d), scale.expand(batch, k, d)).to_event(1)
+        return dist.MixtureSameFamily(dist.Categorical(logits=logits.expand(batch, k)), components)
+
     def likelihood(self, z: torch.Tensor, context: Posterior) -> dist.Distribution:
-        """p(h_t | z, h_c): polar Student-t (default), or the Cartesian ablation."""
+        """p(h_t | z, h_c): polar Student-t (bounded kernel or normalized), or the Cartesian ablation."""
         c = self.config
         if c.polar:
-            df = z.new_tensor(c.df)
-            return PolarStudentT(
-                z, context.likelihood_scale, df, context.log_norm, self.log_radial_scale.exp(), z.new_tensor(c.radial_df),
-                gaussian=c.likelihood == "gaussian",
-            )
+            args = (z, context.likelihood_scale, z.new_tensor(c.df), context.log_norm, self.log_radial_scale.exp(), z.new_tensor(c.radial_df))
+            if c.directional == "bounded":
+                return PolarStudentT(*args, gaussian=c.likelihood == "gaussian")
+            return TangentPolarStudentT(*args, gaussian=c.likelihood == "gaussian", projection=c.directional)
         if c.likelihood == "gaussian":
             return dist.Normal(z, context.likelihood_scale).to_event(1)
         return dist.StudentT(z.new_tensor(c.df), z, context.likelihood_scale).to_event(1)
@@ -114,7 +162,7 @@ class VJE(ImageSSL):
         h, batch = (h_a, h_b), h_a.shape[0]
         with pyro.plate("pairs", batch, dim=-1), weighted(0.5 / batch):
             for name, c, t in DIRECTIONS:
-                z = pyro.sample(f"z_{name}", standard_normal((batch, self.dim), h_a))
+                z = pyro.sample(f"z_{name}", self.prior(batch, h_a))
                 pyro.sample(f"h_{name}", self.likelihood(z, post[c]), obs=self.target(h[t]))
 
     def guide(self, h_a: torch.Tensor, h_b: torch.Tensor, post: tuple[Posterior, Posterior]) -> None:
@@ -131,22 +179,38 @@ class VJE(ImageSSL):
         return self.elbo.differentiable_loss(self.model, self.guide, *self.program_args(h_a, h_b))
 
     # -- evaluation -------------------------------------------------------------------------
+    def _sample_z(self, q: Posterior, samples: int, generator: torch.Generator | None) -> torch.Tensor:
+        eps = torch.randn((samples, *q.loc.shape), generator=generator).to(q.loc.device)
+        return q.loc + q.scale * eps
+
+    def cross_entropy(self, q: Posterior, samples: int = 8, generator: torch.Generator | None = None) -> torch.Tensor:
+        """``−E_q[log p_ψ(z)]`` per row ``(B,)`` by Monte Carlo: how atypical the posterior is under
+        the (learned) prior, i.e. the KL without the posterior's entropy."""
+        z = self._sample_z(q, samples, generator)
+        return -self.prior(q.loc.shape[0], q.loc).log_prob(z).mean(0)
+
+    @staticmethod
+    def entropy(q: Posterior) -> torch.Tensor:
+        """Differential entropy of q(z | h) per row ``(B,)``."""
+        return dist.Normal(q.loc, q.scale).to_event(1).entropy()
+
     @torch.no_grad()
     def elbo_terms(
         self, h_a: torch.Tensor, h_b: torch.Tensor, samples: int = 1, generator: torch.Generator | None = None
     ) -> dict[str, torch.Tensor]:
-        """Per-pair symmetric terms ``(B,)``: expected log-likelihood (``samples`` draws of z from
-        ``generator``, else the global RNG), analytic KL, and ``elbo = loglik - kl``."""
+        """Per-pair symmetric terms ``(B,)``: expected log-likelihood and prior cross-entropy
+        (``samples`` draws of z from ``generator``, else the global RNG), the posterior's entropy,
+        ``kl = cross_entropy − entropy`` and ``elbo = loglik − kl``."""
         post = self.program_args(h_a, h_b)[2]
         h = (h_a, h_b)
-        loglik = kl = 0.0
+        loglik = cross = ent = 0.0
         for _, c, t in DIRECTIONS:
-            q = dist.Normal(post[c].loc, post[c].scale).to_event(1)
-            eps = torch.randn((samples, *h_a.shape), generator=generator).to(h_a.device)
-            z = post[c].loc + post[c].scale * eps
+            z = self._sample_z(post[c], samples, generator)
             loglik = loglik + 0.5 * self.likelihood(z, post[c]).log_prob(h[t]).mean(0)
-            kl = kl + 0.5 * kl_divergence(q, standard_normal(tuple(post[c].loc.shape), h_a))
-        return {"loglik": loglik, "kl": kl, "elbo": loglik - kl}
+            cross = cross - 0.5 * self.prior(h_a.shape[0], h_a).log_prob(z).mean(0)
+            ent = ent + 0.5 * self.entropy(post[c])
+        kl = cross - ent
+        return {"loglik": loglik, "cross_entropy": cross, "entropy": ent, "kl": kl, "elbo": loglik - kl}
 
     @torch.no_grad()
     def diagnostics(self, rows: torch.Tensor, step: int) -> dict[str, float]:
@@ -154,30 +218,71 @@ class VJE(ImageSSL):
         sums = {"loglik": 0.0, "kl": 0.0, "elbo": 0.0, "mean_variance": 0.0}
         for chunk in rows.split(EVAL_CHUNK):
             h_a, h_b = self.views(chunk, generator)
-            for key, value in self.elbo_terms(h_a, h_b, generator=generator).items():
-                sums[key] += float(value.sum())
+            terms = self.elbo_terms(h_a, h_b, generator=generator)
+            for key in ("loglik", "kl", "elbo"):
+                sums[key] += float(terms[key].sum())
             sums["mean_variance"] += float(self.posterior(h_a).scale.pow(2).mean(-1).sum())
         out = {k: v / len(rows) for k, v in sums.items()}
         out["loss"] = -out["elbo"]
         return out
 
     @torch.no_grad()
-    def anomaly_scores(self, rows: torch.Tensor, pairs: int | None = None, samples: int = 8) -> dict[str, torch.Tensor]:
-        """Per-image anomaly scores ``(N,)`` (higher = more anomalous), averaged over ``pairs``
-        seeded view pairs with ``samples`` draws of z each: ``elbo`` is the negative symmetric
-        ELBO, ``loglik`` its negative expected log-likelihood term alone."""
+    def evidence(self, reference: torch.Tensor, rows: torch.Tensor, generator: torch.Generator | None = None) -> torch.Tensor:
+        """``log p(h)`` ``(N,)`` of the un-augmented ``rows`` under VJE's likelihood with the aggregate
+        posterior of the ``reference`` images as prior (a VampPrior whose pseudo-inputs are the
+        training images): ``log (1/K) Σ_k p(h | z_k, h_k)`` with one draw ``z_k ~ q(z | h_k)`` per
+        reference image, whose σ and log-norm are the context. This integrates the target likelihood
+        over the training posteriors: high where training images predict h, whatever its own posterior."""
+        post = self.posterior(self.embed(reference))
+        z = self._sample_z(post, 1, generator)[0].unsqueeze(0)  # (1, K, d): broadcast over test rows
+        context = Posterior(*(t.unsqueeze(0) for t in post))
+        h = self.embed(rows)
+        chunk = max(1, EVIDENCE_BLOCK // (z.shape[1] * self.dim))
+        log_k = math.log(z.shape[1])
+        return torch.cat([self.likelihood(z, context).log_prob(c.unsqueeze(1)).logsumexp(-1) - log_k for c in h.split(chunk)])
+
+    @torch.no_grad()
+    def anomaly_scores(
+        self,
+        rows: torch.Tensor,
+        reference: torch.Tensor | None = None,
+        validation: torch.Tensor | None = None,
+        pairs: int | None = None,
+        samples: int = 8,
+    ) -> dict[str, torch.Tensor]:
+        """Per-image scores ``(N,)`` named in `SCORES`, higher = more anomalous.
+
+        On ``pairs`` seeded view pairs (``samples`` draws of z each), averaged: ``neg_elbo`` (the
+        negative symmetric ELBO), ``neg_loglik`` (its expected log-likelihood term) and ``kl``. On the
+        un-augmented image's posterior q(z | h): ``typicality`` = ``−E_q[log p_ψ(z)]``, and the
+        posterior's spread, ``mean_sigma`` and ``entropy``. With ``reference`` (normal training
+        images) also ``neg_evidence`` = ``−`` `evidence`. With ``validation`` (held-out normal images)
+        also ``elbo_two_sided`` = ``|−ELBO − mean of −ELBO on validation|``, the typical-set test of
+        Nalisnick et al. (2019): an input whose ELBO is atypically *high* is flagged too.
+        """
         pairs = pairs or self.config.score_pairs
         generator = torch.Generator().manual_seed(EVAL_VIEW_SEED)
-        out = {"elbo": [], "loglik": []}
+        out: dict[str, list[torch.Tensor]] = {key: [] for key in SCORES}
         for chunk in rows.split(EVAL_CHUNK):
-            total = {key: torch.zeros(len(chunk), device=chunk.device) for key in out}
+            total = {key: torch.zeros(len(chunk), device=chunk.device) for key in ("elbo", "loglik", "kl")}
             for _ in range(pairs):
                 terms = self.elbo_terms(*self.views(chunk, generator), samples=samples, generator=generator)
-                for key in out:
-                    total[key] -= terms[key]
-            for key in out:
-                out[key].append(total[key] / pairs)
-        return {key: torch.cat(value) for key, value in out.items()}
+                for key in total:
+                    total[key] += terms[key] / pairs
+            out["neg_elbo"].append(-total["elbo"])
+            out["neg_loglik"].append(-total["loglik"])
+            out["kl"].append(total["kl"])
+            clean = self.posterior(self.embed(chunk))
+            out["typicality"].append(self.cross_entropy(clean, samples, generator))
+            out["mean_sigma"].append(clean.scale.mean(-1))
+            out["entropy"].append(self.entropy(clean))
+        scores = {key: torch.cat(value) for key, value in out.items() if value}
+        if reference is not None:
+            scores["neg_evidence"] = -self.evidence(reference, rows, generator)
+        if validation is not None:
+            typical = self.anomaly_scores(validation, pairs=pairs, samples=samples)["neg_elbo"].mean()
+            scores["elbo_two_sided"] = (scores["neg_elbo"] - typical).abs()
+        return scores
 
     @torch.no_grad()
     def uncertainty(self, rows: torch.Tensor) -> torch.Tensor:
