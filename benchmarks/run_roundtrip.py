@@ -28,7 +28,6 @@ from pyro_jepa import cli
 from pyro_jepa.data import load_dataset, make_sim
 from pyro_jepa.data.loaders import GENERATION_SEED, _read_named
 from pyro_jepa.data.registry import DATASETS, find_dataset_file
-from pyro_jepa.models import row_uncertainty
 from pyro_jepa.run import load_run
 
 
@@ -75,7 +74,7 @@ def main(argv: list[str] | None = None) -> int:
             print(f"{method}: test embeddings, max |fresh process - run's model on the run's split| = "
                   f"{np.abs(emb[loaded.embedding_names].to_numpy() - expected).max():.3g} ({expected.shape[0]} rows x {expected.shape[1]})")
             if loaded.score is not None:
-                scores = row_uncertainty(loaded.method.uncertainty(splits.test.rows), loaded.score).numpy()
+                scores = loaded.method.scores(splits.test.rows, [loaded.score])[loaded.score].numpy()
                 print(f"{method}: test uncertainty ({loaded.score}), max difference {np.abs(emb['uncertainty'].to_numpy() - scores).max():.3g}")
         if loaded.score is not None:
             cli_run(["embed", str(args.run), "--method", method, "--data", str(args.work / "val.csv"),

@@ -27,13 +27,16 @@ import numpy as np
 import pandas as pd
 
 from pyro_jepa.data import load_dataset
-from pyro_jepa.evaluate import DownstreamConfig, PREDICTORS, collapse_report, evaluate_embeddings
+from pyro_jepa.evaluate import DownstreamConfig, PREDICTORS, collapse_report
+from pyro_jepa.evaluate.downstream import fit_predict
+from pyro_jepa.evaluate.ambiguity import supervised_ceiling
+from pyro_jepa.evaluate.selective import abstention_study, error_auroc
 from pyro_jepa.evaluate.aggregate import count_cells, format_mean_std, summarize_runs
 from pyro_jepa import cli, io
 from pyro_jepa.io import write_json
-from pyro_jepa.pipeline import pretrain, representations, uncertainties
-from pyro_jepa.presets import PRESETS, SETTINGS_OF, make_preset
-from pyro_jepa.train import resolve_device
+from pyro_jepa.pipeline import device_of, pretrain, representations, uncertainties
+from pyro_jepa.presets import PRESETS, SETTINGS_NOTES, SETTINGS_OF, VARIANTS, make_preset
+from pyro_jepa.train import SELECTION_RULES, resolve_device
 
 DATASETS = ("adult", "covertype", "electricity", "mnist", "sim")
 # On a CPU, a transformer over MNIST's 784 pixel tokens is too slow; the quick run takes the 7x7 stand-in.
@@ -41,9 +44,14 @@ QUICK_DATASETS = ("electricity", "adult", "sim", "covertype", "mnist-7x7")  # ch
 PAPER_PREDICTORS = ("mlp", "resnet", "dcnv2", "autoint", "ft-transformer", "xgboost")
 METHODS = {"t-jepa": "T-JEPA", "var-t-jepa": "Var-T-JEPA"}
 PAPER_TABLES = Path(__file__).resolve().parent / "data" / "var_jepa_paper_tables.csv"
-# --quick: a budget for a 2-core CPU (about 2-3 hours with all six predictors on one thread).
-QUICK = {"pretrain_seeds": 1, "downstream_seeds": 2, "epochs": 5, "max_rows": 3000, "downstream_epochs": 20,
-         "datasets": ",".join(QUICK_DATASETS)}
+# --quick: the budget of a 2-core CPU: 10,000-row tables (2,000 test rows), three pre-training seeds at the
+# preset's epochs, MLP and XGBoost downstream (one seed each); see docs/results/tabular_notes.md for its cost.
+QUICK = {"pretrain_seeds": 3, "downstream_seeds": 1, "max_rows": 10_000, "downstream_epochs": 50,
+         "datasets": ",".join(QUICK_DATASETS), "predictors": "mlp,xgboost"}
+# Selective prediction: drop shares, and the risk-controlled rule's target (this share of the predictor's
+# validation error rate at full coverage) and failure probability.
+DROP_FRACTIONS = (0.1, 0.2, 0.5)
+RISK_SHARE, RISK_DELTA = 0.5, 0.1
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
@@ -54,28 +62,42 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--label", action="append", default=[], help="label column of each --data, in order")
     p.add_argument("--data-dir", type=Path, help="folder with the named datasets")
     p.add_argument("--preset", default="cpu", choices=PRESETS)
+    p.add_argument("--variant", default="default", choices=sorted(VARIANTS),
+                   help="Var-T-JEPA model variant (pyro_jepa.presets.VARIANTS; 'paper' = the paper's decoders, KL weights and score)")
     p.add_argument("--quick", action="store_true", help=f"small budget for CPUs: {QUICK}")
+    p.add_argument("--methods", default=",".join(METHODS), help=f"pre-training methods, a subset of {list(METHODS)} "
+                   "('' for raw features only)")
     p.add_argument("--pretrain-seeds", type=int, default=3)
     p.add_argument("--downstream-seeds", type=int, default=5)
-    p.add_argument("--predictors", default=",".join(PAPER_PREDICTORS), help=f"subset of {sorted(PREDICTORS)}")
+    p.add_argument("--predictors", help=f"subset of {sorted(PREDICTORS)} (default: the paper's six; --quick: mlp,xgboost)")
     p.add_argument("--epochs", type=int, help="override the preset's pre-training epochs")
     p.add_argument("--max-rows", type=int, help="stratified subsample of every table (default: the dataset's own)")
     p.add_argument("--downstream-epochs", type=int, default=50)
     p.add_argument("--split-seed", type=int, default=0, help="fixes the 70/10/20 split for every run")
+    p.add_argument("--select", choices=SELECTION_RULES, default="loss",
+                   help="pre-training epoch kept: lowest validation loss after the KL warm-up (label-free, default), a ridge "
+                   "probe's validation accuracy, or probe-filtered, the paper's rule (both label-informed)")
     p.add_argument("--device", default="auto")
     p.add_argument("--out", type=Path, default=Path("runs/benchmark-tabular"), help="work folder (resumable)")
+    p.add_argument("--checkpoints", type=Path, help="pre-training folder (default: OUT/checkpoints); may be shared with "
+                   "experiments/uncertainty.py")
     p.add_argument("--report", type=Path, default=Path("docs/results/tabular.md"), help="Markdown report to write")
     args = p.parse_args(argv)
     if args.quick:
         for key, value in QUICK.items():
             if key in ("pretrain_seeds", "downstream_seeds", "downstream_epochs") or getattr(args, key) is None:
                 setattr(args, key, value)
+    args.predictors = args.predictors or ",".join(PAPER_PREDICTORS)
     if args.datasets is None:
         args.datasets = ",".join(DATASETS)
+    args.checkpoints = args.checkpoints or args.out / "checkpoints"
     if len(args.data) != len(args.label):
         p.error("give one --label per --data")
     args.datasets = [d for d in args.datasets.split(",") if d]
     args.predictors = [q for q in args.predictors.split(",") if q]
+    args.methods = [m for m in args.methods.split(",") if m]
+    if set(args.methods) - set(METHODS):
+        p.error(f"unknown methods {sorted(set(args.methods) - set(METHODS))}; choose from {list(METHODS)}")
     unknown = [q for q in args.predictors if q not in PREDICTORS]
     if unknown:
         p.error(f"unknown predictors {unknown}; choose from {sorted(PREDICTORS)}")
@@ -96,27 +118,36 @@ def append_jsonl(path: Path, rows: list[dict]) -> None:
         os.fsync(f.fileno())
 
 
+def checkpoint_folder(args, name: str, method: str, seed: int) -> Path:
+    """Where one pre-training run lives: ``CHECKPOINTS/DATASET[/VARIANT]/METHOD-seedK``, the layout of
+    experiments/uncertainty.py, so the two can share runs (their settings are checked before reuse)."""
+    return args.checkpoints / name / (args.variant if method == "var-t-jepa" else "") / f"{method}-seed{seed}"
+
+
 def cached_representations(args, name, splits, method, seed) -> dict[str, np.ndarray]:
-    """Embeddings (and Var-T-JEPA's test uncertainty) of one pre-training run, computed once."""
+    """Embeddings and the method's default uncertainty score (validation and test rows) of one
+    pre-training run, computed once."""
     path = args.out / "embeddings" / name / f"{method}-seed{seed}.npz"
     if path.exists():
         return dict(np.load(path))
-    model_config, train_config = make_preset(args.preset, name, len(splits.train))
-    train_config = replace(train_config, seed=seed, device=str(resolve_device(args.device)), progress=False,
-                           **({"epochs": args.epochs} if args.epochs else {}))
+    model_config, train_config = make_preset(args.preset, name, len(splits.train), args.epochs, variant=args.variant)
+    train_config = replace(train_config, seed=seed, device=str(resolve_device(args.device)), progress=False, select=args.select)
     started = time.perf_counter()
-    model, fit = pretrain(method, splits, model_config, train_config, args.out / "checkpoints" / name / f"{method}-seed{seed}", resume=True)
+    model, fit = pretrain(method, splits, model_config, train_config, checkpoint_folder(args, name, method, seed), resume=True)
     reps = representations(model, splits)
-    unc = uncertainties(model, splits, model_config.uncertainty)
-    if unc is not None:
-        reps["uncertainty_test"] = unc["test"]
+    reps |= {f"score_{part}": values for part, values in uncertainties(model, splits).items()}
+    # Every score the method has, on the test rows: which one ranks the downstream errors best, across datasets.
+    reps |= {f"test_score:{name}": values.cpu().numpy() for name, values in model.scores(splits.test.rows.to(device_of(model))).items()}
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(path.stem + ".tmp.npz")
     np.savez(tmp, **reps)
     os.replace(tmp, path)
+    best = next(row for row in fit.history if row["epoch"] == fit.best_epoch)
+    warmup = model.weights.warmup_steps if hasattr(model, "weights") else 0
     append_jsonl(args.out / "pretrain.jsonl", [{
         "dataset": name, "method": method, "seed": seed, "seconds": time.perf_counter() - started,
-        "best_epoch": fit.best_epoch, "epochs": train_config.epochs, "collapse_test": collapse_report(reps["test"]),
+        "best_epoch": fit.best_epoch, "epochs": train_config.epochs, "steps": best["step"], "warmup_steps": warmup,
+        "score": model.default_score, "collapse_test": collapse_report(reps["test"]),
     }])
     return reps
 
@@ -127,8 +158,10 @@ def run_dataset(args, name: str, source: str, label: str | None, done: set) -> N
     config = DownstreamConfig(epochs=args.downstream_epochs)
     device = str(resolve_device(args.device))
     sources = [("raw features", None, {s: getattr(splits, s).raw_features() for s in ("train", "val", "test")})]
+    if name not in read_ceilings(args):
+        write_ceiling(args, name, splits, sources[0][2])
     n_features = splits.schema.n_features
-    for method in METHODS:
+    for method in args.methods:
         for seed in range(args.pretrain_seeds):
             reps = cached_representations(args, name, splits, method, seed)
             # (N, D, d): AutoInt and FT-Transformer take one token per feature embedding.
@@ -144,16 +177,41 @@ def run_dataset(args, name: str, source: str, label: str | None, done: set) -> N
             if key in done:
                 continue
             started = time.perf_counter()
-            unc = {representation: reps["uncertainty_test"]} if "uncertainty_test" in reps else None
-            frame = evaluate_embeddings({representation: (reps["train"], reps["val"], reps["test"])}, y["train"], y["val"], y["test"],
-                                        splits.schema.n_classes, predictors=[predictor], config=config, seed=seed,
-                                        uncertainty=unc, device=device,
-                                        token_sizes={"raw features": splits.schema.raw_token_sizes})
-            frame = frame.assign(dataset=name, pretrain_seed=pretrain_seed, downstream_seed=seed, seconds=time.perf_counter() - started)
-            append_jsonl(args.out / "runs.jsonl", frame.to_dict(orient="records"))
+            proba_val, proba_test = fit_predict(predictor, (reps["train"], reps["val"], reps["test"]), y["train"], y["val"],
+                                                splits.schema.n_classes, config, seed, device,
+                                                splits.schema.raw_token_sizes if representation == "raw features" else None)
+            val_error = float(np.mean(proba_val.argmax(1) != y["val"]))
+            selective, risk = abstention_study(y["val"], proba_val, y["test"], proba_test, reps.get("score_val"), reps.get("score_test"),
+                                               risk_target=RISK_SHARE * val_error or None, delta=RISK_DELTA,
+                                               drop_fractions=DROP_FRACTIONS, seed=seed)
+            run = {"dataset": name, "representation": representation, "pretrain_seed": pretrain_seed, "predictor": predictor,
+                   "downstream_seed": seed, "seconds": time.perf_counter() - started}
+            full = selective[selective["drop"] == 0].iloc[:1].assign(score="none", error_auroc=np.nan)
+            rows = pd.concat([full, selective[selective["drop"] > 0]]).rename(columns={"score": "abstain_by"})
+            append_jsonl(args.out / "runs.jsonl", [{**run, **r} for r in rows.to_dict(orient="records")])
+            if risk is not None:
+                append_jsonl(args.out / "risk.jsonl", [{**run, **risk, "validation_error": val_error}])
+            errors = proba_test.argmax(1) != y["test"]
+            append_jsonl(args.out / "scores.jsonl", [{**run, "score": key.split(":", 1)[1], "error_auroc": error_auroc(errors, reps[key])}
+                                                    for key in reps if key.startswith("test_score:")])
             done.add(key)
             print(f"  {name} | {representation} (pretrain seed {pretrain_seed}) | {predictor} seed {seed}: "
-                  f"acc {frame['accuracy'].iloc[0]:.4f}", flush=True)
+                  f"acc {full['accuracy'].iloc[0]:.4f}", flush=True)
+
+
+def read_ceilings(args) -> dict:
+    path = args.out / "ceilings.json"
+    return json.loads(path.read_text()) if path.exists() else {}
+
+
+def write_ceiling(args, name: str, splits, raw: dict[str, np.ndarray]) -> None:
+    """For tables with a known ambiguity u (SIM, corrupted MNIST): how well a regressor trained on u
+    reads it off the raw features, reported beside the table's results."""
+    if splits.test.ambiguity is None:
+        return
+    ceilings = read_ceilings(args)
+    ceilings[name] = supervised_ceiling(raw["train"], splits.train.ambiguity.cpu().numpy(), raw["test"], splits.test.ambiguity.cpu().numpy())
+    write_json(ceilings, args.out / "ceilings.json")
 
 
 def paper_lookup() -> pd.DataFrame:
@@ -169,50 +227,142 @@ def pretraining_diagnostics(args, datasets: list[str]) -> list[str]:
              "Per pre-training run: the epoch chosen on the validation split, collapse diagnostics of the test embeddings "
              "(per-dimension std, effective rank of D·d dims, mean pairwise cosine) and Var-T-JEPA's unweighted validation "
              "ELBO terms at that epoch (per row, normalized as in docs/elbo.md).", "",
-             "| dataset | method | seed | best epoch / epochs | mean std | eff. rank (ratio) | mean cosine | rec | gen | KL s_x | KL z | KL s_y |",
-             "|---|---|---|---|---|---|---|---|---|---|---|---|"]
+             "| dataset | method | seed | best epoch / epochs | optimizer steps (after the KL warm-up) | mean std | eff. rank (ratio) "
+             "| mean cosine | rec | gen | KL s_x | KL z | KL s_y |",
+             "|---|---|---|---|---|---|---|---|---|---|---|---|---|"]
     for run in read_jsonl(args.out / "pretrain.jsonl"):
         if run["dataset"] not in datasets or run["seed"] >= args.pretrain_seeds:
             continue
         c = run["collapse_test"]
         terms = ["–"] * 5
-        history = args.out / "checkpoints" / run["dataset"] / f"{run['method']}-seed{run['seed']}" / "history.csv"
+        history = checkpoint_folder(args, run["dataset"], run["method"], run["seed"]) / "history.csv"
         if run["method"] == "var-t-jepa" and history.exists():
             best = pd.read_csv(history).set_index("epoch").loc[run["best_epoch"]]
             terms = [f"{best[f'val_{t}']:.3g}" for t in ("rec", "gen", "kl_s_x", "kl_z", "kl_s_y")]
-        lines.append(f"| {run['dataset']} | {METHODS[run['method']]} | {run['seed']} | {run['best_epoch']} / {run['epochs']} "
+        steps = f"{run['steps']} ({run['steps'] - run['warmup_steps']})" if "steps" in run else "–"
+        lines.append(f"| {run['dataset']} | {METHODS[run['method']]} | {run['seed']} | {run['best_epoch']} / {run['epochs']} | {steps} "
                      f"| {c['mean_std']:.3f} | {c['effective_rank']:.0f} ({c['effective_rank_ratio']:.2f}) | {c['mean_cosine']:.2f} | "
                      + " | ".join(terms) + " |")
     return lines
 
 
+RULE_LABELS = {"combined": "combined rule (default)", "latent": "latent score alone", "max-prob": "predictor max-prob",
+               "entropy": "predictor entropy", "random": "random"}
+
+
+def selective_section(block: pd.DataFrame, paper: pd.DataFrame, dataset: str, kept: pd.DataFrame) -> list[str]:
+    """The selective table of one dataset (every abstention rule beside the baselines) and its goal lines;
+    ``kept`` counts, per (predictor, representation), the fits whose combined rule kept the latent score."""
+    lines = ["", "Selective prediction: test accuracy after abstaining on the 10/20/50 % of rows each rule ranks most "
+             "uncertain (mean ± std over runs); error AUROC = how well the rule ranks the predictor's errors; *paper* = "
+             "the paper's selective rows (abstaining by its latent score).", "",
+             "| predictor | representation | abstain by | error AUROC | 10 % | 20 % | 50 % | paper 10/20/50 | macro-F1 0 → 50 % |",
+             "|---|---|---|---|---|---|---|---|---|"]
+    goals = []
+    full = block[block["drop"] == 0].set_index(["predictor", "representation"])
+    for (predictor, representation), cell in block[block["drop"] > 0].groupby(["predictor", "representation"], sort=False):
+        by_rule = {rule: g.set_index("drop") for rule, g in cell.groupby("abstain_by", sort=False)}
+        for rule in [r for r in RULE_LABELS if r in by_rule]:
+            g = by_rule[rule]
+            ref = "–"
+            if rule == "latent" and representation == "Var-T-JEPA":
+                keys = [(dataset, predictor, representation, f) for f in DROP_FRACTIONS]
+                if all(k in paper.index for k in keys):
+                    ref = " / ".join(f"{paper.loc[k, 'accuracy']:.3f}" for k in keys)
+            auroc = "–" if g["error_auroc_mean"].isna().all() else f"{g['error_auroc_mean'].iloc[0]:.3f}"
+            f1_full = full.loc[(predictor, representation), "macro_f1_mean"]
+            label = RULE_LABELS[rule]
+            if rule == "combined" and (dataset, predictor, representation) in kept.index:
+                used = kept.loc[(dataset, predictor, representation)]
+                label += f"; latent kept in {int(used['sum'])} of {int(used['count'])} fits"
+            lines.append(f"| {predictor} | {representation} | {label} | {auroc} | "
+                         + " | ".join(format_mean_std(g.loc[f, "accuracy_mean"], g.loc[f, "accuracy_std"]) for f in DROP_FRACTIONS)
+                         + f" | {ref} | {f1_full:.3f} → {g.loc[DROP_FRACTIONS[-1], 'macro_f1_mean']:.3f} |")
+        if representation == "Var-T-JEPA" and "combined" in by_rule:
+            rule, confidence = by_rule["combined"]["accuracy_mean"], by_rule["max-prob"]["accuracy_mean"]
+            accuracy = [full.loc[(predictor, representation), "accuracy_mean"], *(rule[f] for f in DROP_FRACTIONS)]
+            rises = all(a < b for a, b in zip(accuracy, accuracy[1:]))
+            beats = all(rule[f] >= confidence[f] for f in DROP_FRACTIONS)
+            goals.append(f"{predictor}: accuracy {' → '.join(f'{a:.3f}' for a in accuracy)} "
+                         f"({'rises' if rises else 'does not rise'} at every step; {'≥' if beats else 'not ≥'} max-prob alone "
+                         f"{' / '.join(f'{confidence[f]:.3f}' for f in DROP_FRACTIONS)}): **{'met' if rises and beats else 'not met'}**")
+    if goals:
+        lines += ["", "Goal (Var-T-JEPA, default rule: accuracy rises at 10 → 20 → 50 % dropped and is at least abstaining by the "
+                  "predictor's confidence alone): " + "; ".join(goals) + "."]
+    return lines
+
+
+def risk_section(risk: pd.DataFrame) -> list[str]:
+    """The risk-controlled rule's outcome per (dataset, predictor, representation)."""
+    if risk.empty:
+        return []
+    lines = ["## Risk-controlled abstention", "",
+             f"The user asks for a target error rate; here the target is {RISK_SHARE:g} × the predictor's validation error at full "
+             f"coverage. The rule (`RiskControlledAbstention` on the default abstention score: the combined rule, or max-prob for raw "
+             f"features) is calibrated on the validation rows to keep the error rate of the kept rows at or below the target with "
+             f"probability ≥ {1 - RISK_DELTA:.0%} (Clopper–Pearson bounds, Bonferroni over 20 thresholds); below, the realised test "
+             "error and coverage.", "",
+             "| dataset | predictor | representation | runs | target | realised test error (max) | coverage | target met on test |",
+             "|---|---|---|---|---|---|---|---|"]
+    for (dataset, predictor, representation), g in risk.groupby(["dataset", "predictor", "representation"], sort=False):
+        lines.append(f"| {dataset} | {predictor} | {representation} | {len(g)} | {g['target'].mean():.3f} | {g['error'].mean():.3f} "
+                     f"({g['error'].max():.3f}) | {g['coverage'].mean():.3f} | {int(g['met'].sum())} of {len(g)} |")
+    return lines + [""]
+
+
+def score_section(scores: pd.DataFrame) -> list[str]:
+    """Error AUROC of every latent score, per dataset and representation (mean over runs and predictors)."""
+    if scores.empty:
+        return []
+    table = scores.pivot_table(index=["representation", "score"], columns="dataset", values="error_auroc", aggfunc="mean", sort=False)
+    lines = ["## Which latent score ranks the downstream errors", "",
+             "AUROC of each per-row score of the pre-trained model (`method.scores`) for the downstream predictor's test errors, "
+             "mean over pre-training seeds and predictors (0.5 = no information). The default abstention rule uses each model's "
+             "default score.", "",
+             "| representation | score | " + " | ".join(table.columns) + " | mean |", "|---|---|" + "---|" * (len(table.columns) + 1)]
+    for (representation, score), row in table.iterrows():
+        lines.append(f"| {representation} | {score} | " + " | ".join(f"{v:.3f}" for v in row) + f" | {row.mean():.3f} |")
+    return lines + [""]
+
+
 def report(args, runs: pd.DataFrame, timing: dict, command: str) -> str:
     summary = summarize_runs(runs)
-    summary.to_csv(args.out / "summary.csv", index=False)
+    io.write_csv(summary, args.out / "summary.csv")
     paper = paper_lookup()
+    selective = summary[summary["abstain_by"] != "none"]
+    summary = summary[summary["abstain_by"] == "none"]
+    combined = runs[(runs["abstain_by"] == "combined") & (runs["drop"] == DROP_FRACTIONS[0])]
+    kept = combined.astype({"combined_uses_latent": bool}).groupby(["dataset", "predictor", "representation"])["combined_uses_latent"].agg(["sum", "count"])
     lines = [
         "# Tabular benchmark: Var-T-JEPA vs T-JEPA vs raw features",
         "",
         f"Made by `{command}` on {platform.node() or 'this machine'} ({os.cpu_count()} CPU cores, "
         f"{'CUDA' if resolve_device(args.device).type == 'cuda' else 'no GPU'}; Python {platform.python_version()}).",
-        f"Preset `{args.preset}`{' with --quick' if args.quick else ''}: {args.pretrain_seeds} pre-training seed(s), "
+        f"Preset `{args.preset}`{' with --quick' if args.quick else ''}, model variant `{args.variant}` ({VARIANTS[args.variant]}): "
+        f"{args.pretrain_seeds} pre-training seed(s), "
         f"{args.downstream_seeds} downstream seed(s) (XGBoost: 1, it is deterministic), pre-training epochs "
         f"{args.epochs or 'from the preset'}, rows per table {args.max_rows or 'the dataset default'}, downstream MLP-type epochs "
         f"{args.downstream_epochs}. Split 70/10/20 fixed by seed {args.split_seed}; pre-training sees the training split only; "
-        "best pre-training epoch chosen on the validation split.",
+        f"the pre-training epoch kept is chosen on the validation split by `{args.select}` among the epochs after the KL warm-up"
+        + (" (label-free)." if args.select == "loss" else " (label-informed)."),
         "",
         "Each cell: mean ± std over all (pre-training seed × downstream seed) runs. *Paper* = Var-JEPA Tables 2–3 "
         "(transductive pre-training, one pre-training seed, untuned baselines); not the same protocol, so compare with care. "
-        "Selective rows drop the given share of the most uncertain test rows (reduced coverage). "
-        "Machine-readable: `summary.csv`, `runs.jsonl`, `pretrain.jsonl` in the work folder "
+        "Selective rows drop the given share of the test rows a rule ranks most uncertain (reduced coverage): the default rule "
+        "combines the predictor's confidence with the representation's latent score (Var-T-JEPA: its default score; T-JEPA: its "
+        "prediction error), fitted on the validation rows (`CombinedAbstention`: the latent score enters only if a likelihood-ratio "
+        "test on validation keeps it). Machine-readable: `summary.csv`, `runs.jsonl`, `risk.jsonl`, `pretrain.jsonl` in the work folder "
         f"`{args.out}`; `{args.report.with_suffix('.csv').name}` beside this file.",
         "",
-        *[f"`{stand_in}` is a CPU stand-in for `{ours}` (see `pyro_jepa.data.DATASETS`); its *paper* column is the "
-          f"paper's `{ours}`." for stand_in, ours in SETTINGS_OF.items() if stand_in in set(summary["dataset"])],
+        *[f"`{stand_in}` ({SETTINGS_NOTES[stand_in]}) takes `{ours}`'s settings; its *paper* column is the paper's `{ours}`."
+          for stand_in, ours in SETTINGS_OF.items() if stand_in in set(summary["dataset"])],
         "",
     ]
     for dataset, block in summary.groupby("dataset", sort=False):
+        ceiling = read_ceilings(args).get(dataset)
         lines += [f"## {dataset}", "", f"Wall time: {timing.get(dataset, float('nan')):.0f} s.", "",
+                  *([f"Supervised ceiling of any per-row score (a regressor trained on the true ambiguity u, test rows): Spearman "
+                     f"{ceiling['spearman']:.3f}, ROC AUC (u ≥ q75) {ceiling['roc_auc']:.3f}.", ""] if ceiling else []),
                   "| predictor | representation | accuracy | paper | macro-F1 | paper |", "|---|---|---|---|---|---|"]
         for _, row in block.iterrows():
             rep = row["representation"] + (f" ({int(round(row['drop'] * 100))}%)" if row["drop"] else "")
@@ -222,6 +372,7 @@ def report(args, runs: pd.DataFrame, timing: dict, command: str) -> str:
             ref_f1 = f"{ref['macro_f1']:.3f}" if ref is not None else "–"
             lines.append(f"| {row['predictor']} | {rep} | {format_mean_std(row['accuracy_mean'], row['accuracy_std'])} | {ref_acc} "
                          f"| {format_mean_std(row['macro_f1_mean'], row['macro_f1_std'])} | {ref_f1} |")
+        lines += selective_section(pd.concat([block, selective[selective["dataset"] == dataset]]), paper, dataset, kept)
         lines.append("")
     lines += ["## Cell counts at full coverage (predictor × dataset)", ""]
     for challenger, reference in (("Var-T-JEPA", "T-JEPA"), ("Var-T-JEPA", "raw features"), ("T-JEPA", "raw features")):
@@ -247,7 +398,11 @@ def report(args, runs: pd.DataFrame, timing: dict, command: str) -> str:
         gap = full_var.loc[full_var["dataset"] == "adult", "accuracy_mean"].max() - tuned.loc[tuned["dataset"] == "adult", "accuracy_mean"].iloc[0]
         lines += ["", f"Goal: within 1 point of the tuned XGBoost on adult: gap {gap * 100:+.1f} points, "
                       f"**{'met' if gap >= -0.01 else 'not met'}**."]
-    lines += ["", *pretraining_diagnostics(args, list(summary["dataset"].unique())), "",
+    risk = pd.DataFrame(read_jsonl(args.out / "risk.jsonl"))
+    risk = risk[risk["dataset"].isin(summary["dataset"].unique())] if len(risk) else risk
+    scores = pd.DataFrame(read_jsonl(args.out / "scores.jsonl"))
+    scores = scores[scores["dataset"].isin(summary["dataset"].unique())] if len(scores) else scores
+    lines += ["", *risk_section(risk), *score_section(scores), *pretraining_diagnostics(args, list(summary["dataset"].unique())), "",
               "What these numbers say and why: [tabular_notes.md](tabular_notes.md) (written by hand, not by this script)."]
     return "\n".join(lines) + "\n"
 
@@ -281,8 +436,8 @@ def benchmark(args: argparse.Namespace, command: str) -> int:
     runs = runs[runs["dataset"].isin([t[0] for t in tables])]
     text = report(args, runs, timing, command)
     args.report.parent.mkdir(parents=True, exist_ok=True)
-    args.report.write_text(text)
-    summarize_runs(runs).to_csv(args.report.with_suffix(".csv"), index=False)
+    io.write_text(args.report, text)
+    io.write_csv(summarize_runs(runs), args.report.with_suffix(".csv"))
     print(text)
     return 0
 

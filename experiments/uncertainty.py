@@ -1,24 +1,29 @@
-"""Does Var-T-JEPA's latent uncertainty track real ambiguity? Var-JEPA Figure 3, measured.
+"""Does Var-T-JEPA's latent uncertainty track real ambiguity? Var-JEPA Figure 3, over pre-training seeds.
 
-    python experiments/uncertainty.py --data-dir ../shared/data
+    python experiments/uncertainty.py --data-dir ../shared/data --threads 1
 
-On corrupted MNIST (lambda = 0.75) and SIM the true per-row ambiguity u is known. For each
-dataset this pre-trains Var-T-JEPA and T-JEPA on the training split (keeping the epoch with the
-best validation loss: labels should not pick the model whose uncertainty is judged), fits a linear
-probe on each representation (standardized, early-stopped on the validation split) and scores
-every test row by several uncertainty scores:
+On corrupted MNIST (lambda = 0.75) and SIM the true per-row ambiguity u is known. For each dataset and
+pre-training seed (the 70/10/20 split stays fixed by ``--split-seed``) this pre-trains Var-T-JEPA in
+each model variant of ``--variants`` (decoder scale, KL weight on s_y) and T-JEPA on the training split,
+keeping the epoch with the best validation loss after the KL warm-up (label-free: labels should not
+pick the model whose uncertainty is judged), and scores every test row by every per-row score of the
+model (``method.scores``: the paper's posterior-std aggregates, the conditional-prior std, the
+masked-feature predictive NLL, the heteroscedastic decoder's scales; T-JEPA's prediction error).
 
-* Var-T-JEPA latent uncertainty: the posterior stds of s_w aggregated by their 90th percentile
-  (the paper's choice for these datasets), their mean, and the entropy of the diagonal Gaussian;
-* Var-T-JEPA's learned conditional prior (the predictor): its std at hidden features;
-* T-JEPA, which has no posterior: the predictor's squared error on its own masked-feature task;
-* for reference, the probe's predictive entropy (it uses the labels, the latent scores do not),
-  and a label-free score on raw features: the k-means margin (nearest over second-nearest centre).
+For each score: Spearman with u, ROC AUC for detecting u >= q75, AURC of abstaining by it for a linear
+probe on the representation, and the AUROC of the score for the probe's errors. Beside them: the
+*supervised ceiling* (a gradient-boosting regressor trained on u from the raw features, scored on the
+test rows: no label-free score should be expected above it), label-free raw-feature scores (squared
+norm, k-means margin, Gaussian-mixture NLL: what a score needs no representation learning for) and
+the probe's own confidence. A selective table compares abstaining by the default latent
+score, by the probe's confidence, by the validation-fitted combination of both
+(`CombinedAbstention`) and at random. Everything is reported as mean ± std over the seeds with the
+sign across seeds, beside the paper's Figure 3.
 
-For each score: AURC of abstaining by it (risk = the probe's test error), Spearman with u, and
-ROC AUC for detecting u >= q75, beside the paper's numbers. Writes ``results.csv``,
-``config.json`` and a Figure-3 PNG per dataset into ``--out`` and the Markdown report
-``--report`` (figures copied beside it). Reruns resume finished pre-training.
+Writes ``results.csv`` (one row per dataset, seed, variant and score), ``selective.csv``,
+``config.json`` and Figure-3 PNGs into ``--out`` and the Markdown report ``--report``. Reruns resume
+finished pre-training (``--checkpoints``: ``DATASET/VARIANT/var-t-jepa-seedK`` and ``DATASET/t-jepa-seedK``);
+the settings of a checkpoint folder are checked before it is reused.
 """
 
 from __future__ import annotations
@@ -36,25 +41,27 @@ import numpy as np
 import pandas as pd
 import torch
 from sklearn.cluster import KMeans
+from sklearn.mixture import GaussianMixture
 from sklearn.preprocessing import StandardScaler
 
 from pyro_jepa.data import load_dataset
 from pyro_jepa.evaluate import PREDICTORS, DownstreamConfig
+from pyro_jepa.evaluate.ambiguity import ambiguity_scores, supervised_ceiling
+from pyro_jepa.evaluate.selective import CONFIDENCE, CombinedAbstention, aurc, confidence_scores, error_auroc, selective_report
 from pyro_jepa import cli, io
-from pyro_jepa.io import write_json
 from pyro_jepa.pipeline import pretrain, representations
-from pyro_jepa.presets import PRESETS, SETTINGS_OF, make_preset
+from pyro_jepa.presets import PRESETS, SETTINGS_NOTES, SETTINGS_OF, VARIANTS, make_preset
 from pyro_jepa.train import resolve_device
-from pyro_jepa.evaluate import ambiguity_scores, aurc
-from pyro_jepa.models import SCORES, row_uncertainty
-from pyro_jepa.uncertainty import plot_figure3, plot_uncertainty
+from pyro_jepa.uncertainty import plot_figure3
 
-DATASETS = ("mnist", "mnist-7x7", "sim")
+DATASETS = ("mnist", "mnist-7x7", "sim", "sim-v1")
 # On a CPU, a transformer over MNIST's 784 pixel tokens is too slow; the cpu preset takes the 7x7 stand-in.
 DEFAULT_DATASETS = {"cpu": "mnist-7x7,sim", "paper": "mnist,sim"}
-PAPER_SCORE = "q90"  # Var-JEPA aggregates posterior stds by their 90th percentile on MNIST and SIM
 # Var-JEPA Figure 3 (numbers printed in its panels).
 PAPER = {"mnist": {"aurc": 0.123, "spearman": 0.949, "roc_auc": 0.986}, "sim": {"aurc": 0.209, "spearman": 0.640, "roc_auc": 0.805}}
+PAPER_SCORE = "posterior-q90"  # the paper's aggregate on MNIST and SIM
+# Goal lines of the issue (Figure 3 with the default score).
+GOALS = {"sim": {"spearman": 0.64, "ceiling_share": 0.9, "roc_auc": 0.805}, "mnist": {"spearman": 0.949, "roc_auc": 0.986}}
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
@@ -64,14 +71,18 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--preset", default="cpu", choices=PRESETS)
     p.add_argument("--epochs", type=int, help="override the preset's pre-training epochs")
     p.add_argument("--max-rows", type=int, help="stratified subsample of each table (default: all rows, 10,000)")
-    p.add_argument("--select", choices=("loss", "probe"), default="loss",
-                   help="best pre-training epoch by validation loss (label-free, default) or by a ridge probe's accuracy")
+    p.add_argument("--seeds", default="0,1,2", help="pre-training seeds (comma-separated)")
+    p.add_argument("--split-seed", type=int, default=0, help="fixes the 70/10/20 split and the probes")
+    p.add_argument("--variants", default="default,paper", help=f"comma-separated Var-T-JEPA model variants of {sorted(VARIANTS)} "
+                   "(pyro_jepa.presets.VARIANTS)")
+    p.add_argument("--default-variant", default="default", help="the variant the goal lines judge")
+    p.add_argument("--no-t-jepa", action="store_true", help="skip the T-JEPA baseline")
     p.add_argument("--probe-epochs", type=int, default=50, help="linear-probe epochs (early-stopped on validation)")
-    p.add_argument("--masks", type=int, default=8, help="mask draws per row for T-JEPA's prediction error")
-    p.add_argument("--seed", type=int, default=0, help="fixes the split, the pre-training and the probe")
+    p.add_argument("--masks", type=int, default=8, help="mask draws per row for the mask-averaged scores")
     p.add_argument("--device", default="auto")
     p.add_argument("--threads", type=int, help="torch CPU threads (default: torch's choice)")
     p.add_argument("--out", type=Path, default=Path("runs/uncertainty"), help="work folder (reruns resume it)")
+    p.add_argument("--checkpoints", type=Path, help="pre-training folder (default: OUT/checkpoints); may be the benchmark's")
     p.add_argument("--report", type=Path, default=Path("docs/results/uncertainty.md"), help="Markdown report to write")
     p.add_argument("--no-progress", action="store_true", help="no progress bars")
     args = p.parse_args(argv)
@@ -79,16 +90,35 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     unknown = [d for d in args.datasets if d not in DATASETS]
     if unknown or not args.datasets:
         p.error(f"--datasets must name some of {DATASETS} (rows with a known ambiguity u), got {unknown or 'none'}")
+    args.seeds = [int(s) for s in args.seeds.split(",") if s]
+    args.variants = [v for v in args.variants.split(",") if v]
+    bad = [v for v in [*args.variants, args.default_variant] if v not in VARIANTS]
+    if bad or args.default_variant not in args.variants:
+        p.error(f"--variants must name some of {sorted(VARIANTS)} and include the default variant, got {bad or args.variants}")
+    args.checkpoints = args.checkpoints or args.out / "checkpoints"
     return args
 
 
-def probe_errors(features: dict[str, np.ndarray], y: dict[str, np.ndarray], n_classes: int, config: DownstreamConfig,
-                 seed: int, device: str) -> tuple[np.ndarray, np.ndarray]:
-    """Test-row 0/1 errors of a linear probe and its predictive entropy (nats)."""
+def probe_outputs(features: dict[str, np.ndarray], y: dict[str, np.ndarray], n_classes: int, config: DownstreamConfig,
+                  seed: int, device: str) -> dict[str, np.ndarray]:
+    """A linear probe's class probabilities on the validation and test rows."""
     probe = PREDICTORS["linear"](features["train"], y["train"], features["val"], y["val"], n_classes, config, seed, device=device)
-    proba = probe.predict_proba(features["test"])
-    errors = (proba.argmax(1) != y["test"]).astype(np.float64)
-    return errors, -(proba * np.log(np.clip(proba, 1e-12, None))).sum(1)
+    return {part: probe.predict_proba(features[part]) for part in ("val", "test")}
+
+
+def mixture_nll(raw: dict[str, np.ndarray], k: int, seed: int) -> np.ndarray:
+    """A label-free density score on raw features: the negative log-likelihood of each test row under
+    a k-component diagonal Gaussian mixture fitted to the standardized training rows."""
+    scaler = StandardScaler().fit(raw["train"])
+    mixture = GaussianMixture(k, covariance_type="diag", reg_covar=1e-3, random_state=seed).fit(scaler.transform(raw["train"]))
+    return -mixture.score_samples(scaler.transform(raw["test"]))
+
+
+def squared_norm(raw: dict[str, np.ndarray]) -> np.ndarray:
+    """The simplest label-free score: each test row's mean squared feature after standardizing with
+    training statistics (how far the row sits from the training mean)."""
+    scaler = StandardScaler().fit(raw["train"])
+    return (scaler.transform(raw["test"]) ** 2).mean(1)
 
 
 def kmeans_margin(raw: dict[str, np.ndarray], k: int, seed: int) -> np.ndarray:
@@ -100,110 +130,210 @@ def kmeans_margin(raw: dict[str, np.ndarray], k: int, seed: int) -> np.ndarray:
     return distances[:, 0] / np.maximum(distances[:, 1], 1e-12)
 
 
-def max_abs_entry_spearman(scale: np.ndarray, ambiguity: np.ndarray) -> float:
-    """The largest |Spearman| between u and any single posterior-std entry ``scale[:, j]``: no
-    aggregate of the entries can track u if none of them does."""
-    ranks = pd.DataFrame(scale).rank().to_numpy()
-    ranks = (ranks - ranks.mean(0)) / np.maximum(ranks.std(0), 1e-12)
-    u = pd.Series(ambiguity).rank().to_numpy()
-    u = (u - u.mean()) / u.std()
-    return float(np.abs(ranks.T @ u / len(u)).max())
+def score_rows(scores: dict[str, np.ndarray], u: np.ndarray, errors: np.ndarray, **keys) -> list[dict]:
+    """Figure-3 numbers and the error AUROC of each score, as result rows."""
+    return [{**keys, "score": name, **ambiguity_scores(score, u, errors), "error_auroc": error_auroc(errors, score),
+             "oracle_aurc": aurc(errors, errors)} for name, score in scores.items()]
 
 
-def run_dataset(args: argparse.Namespace, name: str, device: str) -> tuple[pd.DataFrame, dict]:
-    started = time.perf_counter()
-    splits = load_dataset(name, data_dir=args.data_dir, seed=args.seed, max_rows=args.max_rows)
-    if splits.test.ambiguity is None:
-        raise ValueError(f"{name} has no ground-truth ambiguity column")
-    model_config, train_config = make_preset(args.preset, name, len(splits.train))
-    train_config = replace(train_config, seed=args.seed, device=device, progress=not args.no_progress, select=args.select,
-                           **({"epochs": args.epochs} if args.epochs else {}))
-    y = {s: getattr(splits, s).y.cpu().numpy() for s in ("train", "val", "test")}
-    u = splits.test.ambiguity.cpu().numpy()
-    test_rows = splits.test.rows.to(device)
-    probe_config = DownstreamConfig(epochs=args.probe_epochs, lr=1e-2)  # the paper's linear-probe learning rate
-    # (representation, score name) -> (per-row score, errors of that representation's probe)
-    scores: dict[tuple[str, str], tuple[np.ndarray, np.ndarray]] = {}
-    info = {"rows": {s: len(getattr(splits, s)) for s in ("train", "val", "test")}, "model": model_config, "train": train_config}
-    for method, label in (("var-t-jepa", "Var-T-JEPA"), ("t-jepa", "T-JEPA")):
-        model, fit = pretrain(method, splits, model_config, train_config, args.out / "checkpoints" / name / method, resume=True)
+class Experiment:
+    """One invocation: the splits, probes and pre-training runs of every dataset and seed."""
+
+    def __init__(self, args: argparse.Namespace, device: str) -> None:
+        self.args, self.device = args, device
+        self.probe_config = DownstreamConfig(epochs=args.probe_epochs, lr=1e-2)  # the paper's probe learning rate
+        self.results: list[dict] = []
+        self.selective: list[pd.DataFrame] = []
+        self.runs: list[dict] = []
+        self.figures: dict[str, dict] = {}
+
+    def pretrain(self, method: str, variant: str | None, name: str, splits, seed: int):
+        model_config, train_config = make_preset(self.args.preset, name, len(splits.train), self.args.epochs, variant=variant or "default")
+        train_config = replace(train_config, seed=seed, device=self.device, progress=not self.args.no_progress, select="loss")
+        folder = f"{method}-seed{seed}" if variant is None else f"{variant}/{method}-seed{seed}"
+        model, fit = pretrain(method, splits, model_config, train_config, self.args.checkpoints / name / folder, resume=True)
         model.eval()
-        errors, entropy = probe_errors(representations(model, splits), y, splits.schema.n_classes, probe_config, args.seed, device)
-        # Summed over the epochs in the history, so a resumed run reports its whole training time.
-        seconds = sum(row["seconds"] for row in fit.history)
-        info[label] = {"pretrain_seconds": seconds, "best_epoch": fit.best_epoch, "probe_accuracy": 1 - errors.mean()}
-        if method == "var-t-jepa":
-            scale = model.uncertainty(test_rows)
-            for how in SCORES:
-                score = row_uncertainty(scale, how).cpu().numpy()
-                scores[(label, f"posterior std, {how}" + (" (paper)" if how == PAPER_SCORE else ""))] = (score, errors)
-            prior = model.prior_uncertainty(test_rows, n_masks=args.masks).cpu().numpy()
-            scores[(label, "conditional-prior std")] = (prior, errors)
-            info[label]["max_abs_entry_spearman"] = max_abs_entry_spearman(scale.flatten(1).cpu().numpy(), u)
-            paper_score = scores[(label, f"posterior std, {PAPER_SCORE} (paper)")][0]
-            plot_uncertainty(paper_score, y["test"], splits.schema.classes, u, args.out / f"uncertainty_by_class_{name}.png")
-        else:
-            scores[(label, "predictor error")] = (model.prediction_error(test_rows, n_masks=args.masks).cpu().numpy(), errors)
-        scores[(label, "probe entropy (uses labels)")] = (entropy, errors)
-    raw = {s: getattr(splits, s).raw_features() for s in ("train", "val", "test")}
-    errors, _ = probe_errors(raw, y, splits.schema.n_classes, probe_config, args.seed, device)
-    scores[("raw features", "k-means margin")] = (kmeans_margin(raw, splits.schema.n_classes, args.seed), errors)
+        best = next(row for row in fit.history if row["epoch"] == fit.best_epoch)
+        warmup = model.weights.warmup_steps if hasattr(model, "weights") else 0
+        self.runs.append({"dataset": name, "seed": seed, "method": method, "variant": variant or "-", "best_epoch": fit.best_epoch,
+                          "epochs": train_config.epochs, "steps": best["step"], "warmup_steps": warmup,
+                          "steps_after_warmup": best["step"] - warmup, "seconds": sum(r["seconds"] for r in fit.history),
+                          "kl_s_y": model_config.weights.kl_s_y, "decoder_scale": model_config.decoder_scale})
+        return model
 
-    rows = []
-    for (representation, score_name), (score, errors) in scores.items():
-        rows.append({"dataset": name, "representation": representation, "score": score_name,
-                     **ambiguity_scores(score, u, errors), "probe_error": errors.mean(), "oracle_aurc": aurc(errors, errors)})
-    figure = args.out / f"figure3_{name}.png"
-    plot_figure3(u, {f"{r}: {s}": v for (r, s), v in scores.items()}, figure,
-                 title=f"{name}: uncertainty scores vs true ambiguity u (test rows)")
-    info["seconds"] = time.perf_counter() - started
-    return pd.DataFrame(rows), info
+    def run_seed(self, name: str, splits, seed: int) -> None:
+        args = self.args
+        y = {s: getattr(splits, s).y.cpu().numpy() for s in ("train", "val", "test")}
+        u = splits.test.ambiguity.cpu().numpy()
+        rows = {s: getattr(splits, s).rows.to(self.device) for s in ("val", "test")}
+        n_classes = splits.schema.n_classes
+        raw = {s: getattr(splits, s).raw_features() for s in ("train", "val", "test")}
+        base = {"dataset": name, "seed": seed}
+        ceiling = supervised_ceiling(raw["train"], splits.train.ambiguity.cpu().numpy(), raw["test"], u, seed=seed)
+        raw_proba = probe_outputs(raw, y, n_classes, self.probe_config, args.split_seed, self.device)
+        raw_errors = (raw_proba["test"].argmax(1) != y["test"]).astype(float)
+        self.results += score_rows({"squared norm (raw, label-free)": squared_norm(raw),
+                                    "k-means margin (raw, label-free)": kmeans_margin(raw, n_classes, args.split_seed),
+                                    "Gaussian-mixture NLL (raw, label-free)": mixture_nll(raw, n_classes, args.split_seed),
+                                    "probe entropy (raw, uses labels)": confidence_scores(raw_proba["test"])["entropy"]},
+                                   u, raw_errors, **base, variant="-", representation="raw features",
+                                   probe_accuracy=1 - raw_errors.mean(), ceiling_spearman=ceiling["spearman"],
+                                   ceiling_roc_auc=ceiling["roc_auc"])
+        methods = [("var-t-jepa", v) for v in args.variants] + ([] if args.no_t_jepa else [("t-jepa", None)])
+        for method, variant in methods:
+            model = self.pretrain(method, variant, name, splits, seed)
+            proba = probe_outputs(representations(model, splits), y, n_classes, self.probe_config, args.split_seed, self.device)
+            errors = {part: (proba[part].argmax(1) != y[part]).astype(float) for part in ("val", "test")}
+            latent = {part: {k: v.cpu().numpy() for k, v in model.scores(rows[part], n_masks=args.masks).items()} for part in ("val", "test")}
+            if "predictive-mse" in latent["test"]:
+                # How much better than the training mean the decoded predictor guesses hidden numerical features.
+                self.runs[-1]["predictor_skill"] = 1 - latent["test"]["predictive-mse"].mean() / float((splits.test.x_num**2).mean())
+            confidence = {part: confidence_scores(proba[part]) for part in ("val", "test")}
+            label = "Var-T-JEPA" if method == "var-t-jepa" else "T-JEPA"
+            keys = {**base, "variant": variant or "-", "representation": label, "probe_accuracy": 1 - errors["test"].mean(),
+                    "ceiling_spearman": ceiling["spearman"], "ceiling_roc_auc": ceiling["roc_auc"]}
+            self.results += score_rows({**latent["test"], "probe entropy (uses labels)": confidence["test"]["entropy"]}, u, errors["test"], **keys)
+            score = model.default_score
+            confidence = {part: c[CONFIDENCE] for part, c in confidence.items()}
+            rule = CombinedAbstention.fit(confidence["val"], latent["val"][score], errors["val"])
+            abstain = {f"latent ({score})": latent["test"][score], f"probe confidence ({CONFIDENCE})": confidence["test"],
+                       "combined (fitted on validation)": rule.score(confidence["test"], latent["test"][score])}
+            y_pred = proba["test"].argmax(1)
+            self.selective.append(selective_report(y["test"], y_pred, abstain).assign(
+                **base, variant=variant or "-", representation=label, combined_uses_latent=rule.use_latent, combined_p_value=rule.p_value))
+            if seed == args.seeds[0] and variant in (args.default_variant, None):
+                figure = self.figures.setdefault(name, {"u": u, "scores": {}})
+                figure["scores"] |= {f"{label}: {k}": (latent["test"][k], errors["test"]) for k in (
+                    [PAPER_SCORE, score] if method == "var-t-jepa" else [score])}
+
+    def run(self) -> None:
+        for name in self.args.datasets:
+            splits = load_dataset(name, data_dir=self.args.data_dir, seed=self.args.split_seed, max_rows=self.args.max_rows)
+            if splits.test.ambiguity is None:
+                raise ValueError(f"{name} has no ground-truth ambiguity column")
+            for seed in self.args.seeds:
+                print(f"{name}, seed {seed}:", flush=True)
+                self.run_seed(name, splits, seed)
+            info = self.figures.get(name)
+            if info:
+                plot_figure3(info["u"], info["scores"], self.args.out / f"figure3_{name}.png",
+                             title=f"{name}: uncertainty scores vs true ambiguity u (test rows, seed {self.args.seeds[0]})")
 
 
-def report(args, results: pd.DataFrame, infos: dict, command: str, device: str) -> str:
+def mean_std(values: pd.Series) -> str:
+    return f"{values.mean():.3f} ± {values.std(ddof=1) if len(values) > 1 else 0.0:.3f}"
+
+
+def summarize(results: pd.DataFrame) -> pd.DataFrame:
+    """Mean, std, min and max over seeds of every (dataset, variant, representation, score)."""
+    keys = ["dataset", "variant", "representation", "score"]
+    metrics = ["spearman", "roc_auc", "aurc", "error_auroc", "probe_accuracy", "ceiling_spearman", "ceiling_roc_auc"]
+    out = results.groupby(keys, sort=False)[metrics].agg(["mean", "std", "min", "max"])
+    out.columns = [f"{m}_{s}" for m, s in out.columns]
+    return out.assign(seeds=results.groupby(keys, sort=False).size()).reset_index()
+
+
+def default_score(args: argparse.Namespace, name: str) -> str:
+    """The per-row score the judged variant uses by default on dataset ``name``."""
+    return make_preset(args.preset, name, 1, variant=args.default_variant)[0].uncertainty
+
+
+def goal_lines(name: str, block: pd.DataFrame, score: str) -> list[str]:
+    """Whether the default score meets the issue's Figure-3 goals on this dataset."""
+    goal = GOALS.get(SETTINGS_OF.get(name, name))
+    row = block[block["score"] == score]
+    if goal is None or row.empty:
+        return []
+    spearman, roc, ceiling = row["spearman"], row["roc_auc"], row["ceiling_spearman"]
+    checks = [f"Spearman {spearman.mean():.3f} ≥ {goal['spearman']}: **{'met' if spearman.mean() >= goal['spearman'] else 'not met'}**",
+              f"ROC AUC {roc.mean():.3f} ≥ {goal['roc_auc']}: **{'met' if roc.mean() >= goal['roc_auc'] else 'not met'}**",
+              f"sign stable (Spearman > 0 in every seed, min {spearman.min():.3f}): **{'met' if spearman.min() > 0 else 'not met'}**"]
+    if "ceiling_share" in goal:
+        share = spearman.mean() / ceiling.mean()
+        checks.insert(1, f"{share:.0%} of the supervised ceiling {ceiling.mean():.3f} (goal ≥ {goal['ceiling_share']:.0%}): "
+                      f"**{'met' if share >= goal['ceiling_share'] else 'not met'}**")
+    return [f"Goal (default score `{score}`): " + "; ".join(checks) + "."]
+
+
+def report(args, results: pd.DataFrame, selective: pd.DataFrame, runs: pd.DataFrame, command: str, device: str,
+           load: tuple[tuple[float, ...], tuple[float, ...]], seconds: float) -> str:
+    summary = summarize(results)
+    io.write_csv(summary, args.out / "summary.csv")
     lines = [
-        "# Latent uncertainty vs true ambiguity (Var-JEPA Figure 3)",
+        "# Latent uncertainty vs true ambiguity (Var-JEPA Figure 3), over pre-training seeds",
         "",
         f"Made by `{command}` on {platform.node() or 'this machine'} ({os.cpu_count()} CPU cores, "
-        f"{'CUDA' if device.startswith('cuda') else 'no GPU'}; Python {platform.python_version()}, torch {torch.__version__}).",
+        f"{'CUDA' if device.startswith('cuda') else 'no GPU'}; Python {platform.python_version()}, torch {torch.__version__}); "
+        f"load average {load[0][0]:.1f} at the start and {load[1][0]:.1f} at the end (other jobs shared the machine); "
+        f"{seconds / 60:.0f} min in all (pre-training resumed from existing checkpoints counts its own time in the table below).",
         "",
-        "Protocol: 70/10/20 split; both methods pre-trained on the training split only, the epoch kept chosen by "
-        + ("validation loss (Var-T-JEPA: the weighted negative ELBO; label-free)" if args.select == "loss" else "a ridge probe's validation accuracy (uses labels)")
-        + "; a linear probe on each standardized "
-        "representation (early-stopped on the validation split) gives the per-row test errors behind the risk–coverage "
-        "curve; u is the generator's ground-truth ambiguity of each test row. AURC: lower is better (its floor, a perfect "
-        "ranking of the probe's errors, is in *oracle AURC*); Spearman and ROC AUC (detecting u ≥ its 75th percentile): "
-        "higher is better. *Paper* = Var-JEPA Figure 3 (its own budget and protocol).",
+        f"Protocol: one 70/10/20 split (seed {args.split_seed}); for each pre-training seed ({', '.join(map(str, args.seeds))}) "
+        "Var-T-JEPA (each variant) and T-JEPA are pre-trained on the training split; the epoch kept has the lowest validation loss "
+        "among the epochs after the KL warm-up (label-free). Every latent score is label-free. A linear probe on each standardized "
+        "representation (early-stopped on validation) gives the per-row test errors behind AURC and error AUROC. u is the "
+        "generator's ground-truth ambiguity of each test row. *Supervised ceiling*: a gradient-boosting regressor trained on u "
+        "(raw training features), its Spearman / ROC AUC on the test rows — no label-free score should be expected above it. "
+        "Cells: mean ± std over seeds; *min* is the lowest Spearman over seeds (its sign is the sign stability). *Paper* = "
+        "Var-JEPA Figure 3 (its own budget and protocol, one run).",
         "",
-        *[f"`{stand_in}` is a CPU stand-in for `{ours}` (same corruption and u, images average-pooled to 7×7); its *paper* "
-          f"numbers are the paper's `{ours}`." for stand_in, ours in SETTINGS_OF.items() if stand_in in set(results["dataset"])],
+        "Model variants (`pyro_jepa.presets.VARIANTS`; `kl_s_y` None = Table 7's, `score` None = the paper's): "
+        + "; ".join(f"`{v}` = {VARIANTS[v]}" for v in args.variants) + f". The goal lines judge `{args.default_variant}` with its default score.",
         "",
+        *[f"`{stand_in}` ({SETTINGS_NOTES[stand_in]}) takes `{ours}`'s settings; its *paper* numbers are the paper's `{ours}`."
+          for stand_in, ours in SETTINGS_OF.items() if stand_in in set(results["dataset"])],
+        "",
+        "## Pre-training runs",
+        "",
+        "*Predictor skill*: 1 − the mean squared error of the decoded predictor mean at hidden numerical features over the "
+        "error of predicting the training mean (0: the conditional prior has learned nothing about hidden features from the "
+        "context; 1: perfect).",
+        "",
+        "| dataset | method | variant | seed | best epoch / epochs | optimizer steps (after the KL warm-up) | seconds | predictor skill |",
+        "|---|---|---|---|---|---|---|---|",
     ]
-    for name, block in results.groupby("dataset", sort=False):
-        info = infos[name]
-        train = info["train"]
-        lines += [
-            f"## {name}",
-            "",
-            f"{info['rows']['train']}/{info['rows']['val']}/{info['rows']['test']} train/val/test rows; preset `{args.preset}` "
-            f"(d = {info['model'].dim}, {info['model'].depth} layers, {train.epochs} epochs, batch {train.batch_size}); "
-            f"pre-training {info['Var-T-JEPA']['pretrain_seconds']:.0f} s (Var-T-JEPA, best epoch {info['Var-T-JEPA']['best_epoch']}) "
-            f"and {info['T-JEPA']['pretrain_seconds']:.0f} s (T-JEPA, best epoch {info['T-JEPA']['best_epoch']}); this invocation "
-            f"{info['seconds']:.0f} s in all. Linear-probe test accuracy: Var-T-JEPA "
-            f"{info['Var-T-JEPA']['probe_accuracy']:.3f}, T-JEPA {info['T-JEPA']['probe_accuracy']:.3f}. The single posterior-std "
-            f"entry that tracks u best reaches |Spearman| {info['Var-T-JEPA']['max_abs_entry_spearman']:.3f}.",
-            "",
-            "| representation | uncertainty score | AURC | paper | oracle AURC | Spearman(score, u) | paper | ROC AUC (u ≥ q75) | paper |",
-            "|---|---|---|---|---|---|---|---|---|",
-        ]
-        paper = PAPER[SETTINGS_OF.get(name, name)]
+    for _, r in runs.iterrows():
+        skill = f"{r['predictor_skill']:.3f}" if pd.notna(r.get("predictor_skill")) else "–"
+        lines.append(f"| {r['dataset']} | {r['method']} | {r['variant']} | {r['seed']} | {r['best_epoch']} / {r['epochs']} "
+                     f"| {r['steps']} ({r['steps_after_warmup']}) | {r['seconds']:.0f} | {skill} |")
+    for name, block in summary.groupby("dataset", sort=False):
+        ours = SETTINGS_OF.get(name, name)
+        paper = PAPER.get(ours, {})
+        ceiling = block["ceiling_spearman_mean"].iloc[0], block["ceiling_spearman_std"].iloc[0]
+        ceiling_roc = block["ceiling_roc_auc_mean"].iloc[0]
+        lines += ["", f"## {name}", "",
+                  f"Supervised ceiling (regressor trained on u): Spearman {ceiling[0]:.3f} ± {ceiling[1]:.3f}, ROC AUC {ceiling_roc:.3f}.", "",
+                  *goal_lines(name, results[(results["dataset"] == name) & (results["variant"] == args.default_variant)],
+                              default_score(args, name)), "",
+                  "| representation | variant | score | Spearman(score, u) | min | paper | ROC AUC (u ≥ q75) | paper | AURC | paper "
+                  "| error AUROC | probe accuracy |",
+                  "|---|---|---|---|---|---|---|---|---|---|---|---|"]
         for _, r in block.iterrows():
-            is_paper = r["score"].endswith("(paper)")
-            ref = {k: (f"{v:.3f}" if is_paper else "–") for k, v in paper.items()}
-            lines.append(f"| {r['representation']} | {r['score']} | {r['aurc']:.3f} | {ref['aurc']} | {r['oracle_aurc']:.3f} "
-                         f"| {r['spearman']:.3f} | {ref['spearman']} | {r['roc_auc']:.3f} | {ref['roc_auc']} |")
-        lines += ["", f"![Figure 3 for {name}](uncertainty_figure3_{name}.png)", ""]
-    lines += ["What these numbers say, the ablations and what is left open: "
+            ref = paper if r["score"] == PAPER_SCORE else {}
+            ref = {k: f"{ref[k]:.3f}" if k in ref else "–" for k in ("spearman", "roc_auc", "aurc")}
+            lines.append(
+                f"| {r['representation']} | {r['variant']} | {r['score']} | {r['spearman_mean']:.3f} ± {r['spearman_std']:.3f} "
+                f"| {r['spearman_min']:.3f} | {ref['spearman']} | {r['roc_auc_mean']:.3f} ± {r['roc_auc_std']:.3f} | {ref['roc_auc']} "
+                f"| {r['aurc_mean']:.3f} ± {r['aurc_std']:.3f} | {ref['aurc']} | {r['error_auroc_mean']:.3f} | {r['probe_accuracy_mean']:.3f} |")
+        sel = selective[selective["dataset"] == name]
+        if len(sel):
+            table = sel.groupby(["representation", "variant", "score", "drop"], sort=False).agg(
+                accuracy=("accuracy", "mean"), accuracy_std=("accuracy", "std"), macro_f1=("macro_f1", "mean"),
+                error_auroc=("error_auroc", "mean")).reset_index()
+            lines += ["", "Selective prediction with the linear probe (test accuracy / macro-F1 after dropping the most uncertain rows; "
+                      "mean over seeds):", "",
+                      "| representation | variant | abstain by | error AUROC | 0 % | 10 % | 20 % | 50 % | macro-F1 at 0 / 50 % |",
+                      "|---|---|---|---|---|---|---|---|---|"]
+            for (rep, variant, score), g in table.groupby(["representation", "variant", "score"], sort=False):
+                g = g.set_index("drop")
+                auroc = "–" if np.isnan(g["error_auroc"].iloc[0]) else f"{g['error_auroc'].iloc[0]:.3f}"
+                lines.append(f"| {rep} | {variant} | {score} | {auroc} | " + " | ".join(f"{g.loc[f, 'accuracy']:.3f}" for f in (0.0, 0.1, 0.2, 0.5))
+                             + f" | {g.loc[0.0, 'macro_f1']:.3f} / {g.loc[0.5, 'macro_f1']:.3f} |")
+            used = sel.drop_duplicates(["representation", "variant", "seed"])
+            lines += ["", "The combined rule kept the latent score (likelihood-ratio test on validation, p < 0.05) in "
+                      f"{int(used['combined_uses_latent'].sum())} of {len(used)} (representation, variant, seed) fits."]
+        if (args.out / f"figure3_{name}.png").exists():
+            lines += ["", f"![Figure 3 for {name}](uncertainty_figure3_{name}.png)"]
+    lines += ["", "What these numbers say, the ablations and what is left open: "
               "[uncertainty_notes.md](uncertainty_notes.md) (written by hand, not by this script)."]
     return "\n".join(lines) + "\n"
 
@@ -224,22 +354,22 @@ def _main(argv: list[str] | None) -> int:
 
 def experiment(args: argparse.Namespace, command: str, out: Path) -> int:
     device = str(resolve_device(args.device))
-    write_json({"command": command, "args": vars(args), "device": device}, out / "config.json")
-    frames, infos = [], {}
-    for name in args.datasets:
-        print(f"{name}:", flush=True)
-        frame, infos[name] = run_dataset(args, name, device)
-        frames.append(frame)
-        print(frame.to_string(index=False, float_format=lambda v: f"{v:.3f}"), flush=True)
-    results = pd.concat(frames, ignore_index=True)
-    results.to_csv(out / "results.csv", index=False)
-    write_json({"command": command, "args": vars(args), "device": device, "datasets": infos}, out / "config.json")
+    io.write_json({"command": command, "args": vars(args), "device": device, "variants": {v: VARIANTS[v] for v in args.variants}},
+                  out / "config.json")
+    started, load_start = time.perf_counter(), os.getloadavg()
+    experiment = Experiment(args, device)
+    experiment.run()
+    results, selective, runs = pd.DataFrame(experiment.results), pd.concat(experiment.selective), pd.DataFrame(experiment.runs)
+    for frame, file in ((results, "results.csv"), (selective, "selective.csv"), (runs, "runs.csv")):
+        io.write_csv(frame, out / file)
     args.report.parent.mkdir(parents=True, exist_ok=True)
     for name in args.datasets:
-        shutil.copyfile(out / f"figure3_{name}.png", args.report.parent / f"uncertainty_figure3_{name}.png")
-    args.report.write_text(report(args, results, infos, command, device))
-    results.to_csv(args.report.with_suffix(".csv"), index=False)
-    print(f"wrote {out} and {args.report}")
+        if (out / f"figure3_{name}.png").exists():
+            shutil.copyfile(out / f"figure3_{name}.png", args.report.parent / f"uncertainty_figure3_{name}.png")
+    text = report(args, results, selective, runs, command, device, (load_start, os.getloadavg()), time.perf_counter() - started)
+    io.write_text(args.report, text)
+    io.write_csv(summarize(results), args.report.with_suffix(".csv"))
+    print(text)
     return 0
 
 

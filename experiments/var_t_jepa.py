@@ -27,20 +27,20 @@ import pandas as pd
 import torch
 
 from pyro_jepa import cli, distributed, io
-from pyro_jepa.data import DATASETS, load_dataset
-from pyro_jepa.models import SCORES, TERMS
+from pyro_jepa.data import DATASETS, SIM_VERSIONS, load_dataset
+from pyro_jepa.models import ROW_SCORES, TERMS
 from pyro_jepa.evaluate import DownstreamConfig, collapse_report, evaluate_embeddings, spearman
 from pyro_jepa.pipeline import METHODS, plot_training_curves, pretrain, representations, uncertainties
-from pyro_jepa.presets import PRESETS, make_preset
+from pyro_jepa.presets import PRESETS, VARIANTS, make_preset
 from pyro_jepa.report import markdown_table
 from pyro_jepa.run import save_model
-from pyro_jepa.train import MAY_CHANGE_ON_RESUME, data_fingerprint, resolve_device
+from pyro_jepa.train import MAY_CHANGE_ON_RESUME, SELECTION_RULES, data_fingerprint, resolve_device
 from pyro_jepa.uncertainty import plot_forest, plot_uncertainty, sample_latents, summarize, to_inference_data
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     data = p.add_argument_group("data")
-    data.add_argument("--dataset", default="sim", help=f"named dataset: sim (generated) or one of {sorted(DATASETS)} (default: sim)")
+    data.add_argument("--dataset", default="sim", help=f"named dataset: sim or sim-v1 (generated) or one of {sorted(DATASETS)} (default: sim)")
     data.add_argument("--data", type=Path, help="a CSV/Parquet file to use instead of a named dataset (needs --label)")
     data.add_argument("--label", help="label column of --data")
     data.add_argument("--numerical", help="comma-separated columns to treat as numerical (overrides inference; "
@@ -53,6 +53,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     data.add_argument("--max-rows", type=int, help="stratified subsample of the table before splitting")
     model = p.add_argument_group("pre-training")
     model.add_argument("--preset", default="cpu", choices=PRESETS, help="cpu: small, minutes on 2 cores; paper: Var-JEPA Table 7 (GPU)")
+    model.add_argument("--variant", default="default", choices=sorted(VARIANTS),
+                       help="Var-T-JEPA model variant: decoder scale, KL weight of s_y, default score (pyro_jepa.presets.VARIANTS; "
+                       "'paper' = the paper's)")
     model.add_argument("--methods", default="var-t-jepa,t-jepa", help=f"comma-separated subset of {sorted(METHODS)}")
     model.add_argument("--epochs", type=int, help="override the preset's pre-training epochs")
     model.add_argument("--batch-size", type=int, help="override the preset's batch size")
@@ -64,11 +67,15 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     )
     model.add_argument("--amp", choices=("none", "bf16"), default="none",
                        help="bf16: run the networks under bfloat16 autocast (log-densities and KLs stay float32); for GPUs")
-    model.add_argument("--select", choices=("probe", "loss"), default="probe", help="best-epoch criterion on the validation split")
+    model.add_argument("--select", choices=SELECTION_RULES, default="probe",
+                       help="best-epoch criterion on the validation split: a ridge probe's accuracy (label-informed), the "
+                       "validation loss (label-free), or probe-filtered, the paper's (label-informed; drops the 20 %% most "
+                       "uncertain validation rows first)")
     evaluation = p.add_argument_group("evaluation")
     evaluation.add_argument("--predictors", default="mlp,xgboost", help="comma-separated downstream predictors")
     evaluation.add_argument("--downstream-epochs", type=int, default=50, help="max epochs of the downstream MLP")
-    evaluation.add_argument("--uncertainty", choices=SCORES, help="row aggregate of posterior stds (default: the paper's per dataset)")
+    evaluation.add_argument("--uncertainty", choices=sorted(ROW_SCORES),
+                            help="Var-T-JEPA's per-row uncertainty score for the selective rows (default: the variant's)")
     evaluation.add_argument("--posterior-samples", type=int, default=200, help="guide samples per row for the arviz summary")
     evaluation.add_argument("--posterior-rows", type=int, default=4, help="test rows summarized in arviz")
     run = p.add_argument_group("run")
@@ -89,8 +96,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         p.error(f"--data {args.data} is a folder; pass the CSV or Parquet file inside it")
     if args.data is not None and not args.data.is_file():
         p.error(f"--data {args.data}: no such file")
-    if args.data is None and args.dataset != "sim" and args.dataset not in DATASETS:
-        p.error(f"--dataset {args.dataset!r} is unknown; choose sim or one of {sorted(DATASETS)}, or pass --data FILE")
+    if args.data is None and args.dataset not in SIM_VERSIONS and args.dataset not in DATASETS:
+        p.error(f"--dataset {args.dataset!r} is unknown; choose {' or '.join(SIM_VERSIONS)} or one of {sorted(DATASETS)}, or pass --data FILE")
     for flag, least in (("max_rows", 1), ("epochs", 1), ("batch_size", 2), ("downstream_epochs", 1),
                         ("posterior_samples", 1), ("posterior_rows", 1)):
         value = getattr(args, flag)
@@ -178,7 +185,7 @@ def resolved_config(args, argv, splits, dataset: str, model_config, train_config
         "args": vars(args),
         "dataset": {
             "name": dataset,
-            "source": str(args.data) if args.data is not None else f"{dataset} (generated)" if dataset == "sim" else dataset,
+            "source": str(args.data) if args.data is not None else f"{dataset} (generated)" if dataset in SIM_VERSIONS else dataset,
             "rows": {"train": len(splits.train), "val": len(splits.val), "test": len(splits.test)},
             "numerical": schema.numerical,
             "categorical": schema.categorical,
@@ -240,7 +247,7 @@ def run(args: argparse.Namespace, argv: list[str] | None, rank: distributed.Dist
         max_rows=args.max_rows,
     )
     schema = splits.schema
-    model_config, train_config = make_preset(args.preset, dataset, len(splits.train))
+    model_config, train_config = make_preset(args.preset, dataset, len(splits.train), args.epochs, args.batch_size, args.variant)
     train_config = replace(
         train_config,
         seed=args.seed,
@@ -248,7 +255,7 @@ def run(args: argparse.Namespace, argv: list[str] | None, rank: distributed.Dist
         select=args.select,
         amp=args.amp,
         progress=not args.no_progress,
-        **{k: v for k, v in {"epochs": args.epochs, "batch_size": args.batch_size, "lr": args.lr}.items() if v is not None},
+        **({"lr": args.lr} if args.lr is not None else {}),
     )
     model_config = replace(
         model_config,
@@ -276,7 +283,7 @@ def run(args: argparse.Namespace, argv: list[str] | None, rank: distributed.Dist
         trained[name], histories[label] = method, fit.history
         reps = representations(method, splits)
         features[label] = (reps["train"], reps["val"], reps["test"])
-        unc = uncertainties(method, splits, model_config.uncertainty)
+        unc = uncertainties(method, splits)
         metrics["methods"][label] = {
             "pretrain_seconds": fit.seconds,
             "best_epoch": fit.best_epoch,
@@ -309,7 +316,7 @@ def run(args: argparse.Namespace, argv: list[str] | None, rank: distributed.Dist
         f"# {dataset}: downstream test accuracy and macro-F1\n\n{table}\n\n"
         f"Preset `{args.preset}`, seed {args.seed}, device {device}. Pre-training on the training split only; "
         "best epoch chosen on the validation split. Selective rows drop the test rows with the highest "
-        f"Var-T-JEPA latent uncertainty ({model_config.uncertainty} of posterior stds) and score the rest.\n"
+        f"uncertainty (Var-T-JEPA: `{model_config.uncertainty}`; T-JEPA: `prediction-error`) and score the rest.\n"
     )
     metrics["downstream"] = results.to_dict(orient="records")
     plot_training_curves(histories, out / "training_curves.png")

@@ -9,7 +9,7 @@ import pandas as pd
 import torch
 
 from .data.tabular import Splits
-from .models import TERMS, TJEPA, SSLMethod, TabularJEPAConfig, VarTJEPA, row_uncertainty
+from .models import TERMS, TJEPA, SSLMethod, TabularJEPAConfig, VarTJEPA
 from .report import figure, save_figure
 from .train import FitResult, TrainConfig, fit
 
@@ -24,7 +24,12 @@ def pretrain(
     checkpoint_dir: Path,
     resume: bool = False,
 ) -> tuple[SSLMethod, FitResult]:
-    """Build and train one method on the training split; returns it with its best weights."""
+    """Build and train one method on the training split; returns it with its best weights.
+
+    ``resume`` continues (or, once finished, reuses) the checkpoints in ``checkpoint_dir`` after
+    `pyro_jepa.train.check_resumable` has confirmed they hold this method, settings and data, so
+    experiments may share a checkpoint folder only where they ask for the same training.
+    """
     if method_name not in METHODS:
         raise ValueError(f"unknown method {method_name!r}; choose from {sorted(METHODS)}")
     torch.manual_seed(train_config.seed)  # identical initial weights for a seed
@@ -35,22 +40,23 @@ def pretrain(
 @torch.no_grad()
 def representations(method: SSLMethod, splits: Splits) -> dict[str, np.ndarray]:
     """Flattened representations ``(N, D*d)`` of each split."""
-    return {name: method.embed(getattr(splits, name).rows.to(_device(method))).flatten(1).cpu().numpy() for name in ("train", "val", "test")}
+    return {name: method.embed(getattr(splits, name).rows.to(device_of(method))).flatten(1).cpu().numpy() for name in ("train", "val", "test")}
 
 
 @torch.no_grad()
-def uncertainties(method: SSLMethod, splits: Splits, how: str) -> dict[str, np.ndarray] | None:
-    """Per-row latent uncertainty of each split, or None for methods without a posterior."""
-    out = {}
-    for name in ("train", "val", "test"):
-        scale = method.uncertainty(getattr(splits, name).rows.to(_device(method)))
-        if scale is None:
-            return None
-        out[name] = row_uncertainty(scale, how).cpu().numpy()
-    return out
+def uncertainties(
+    method: SSLMethod, splits: Splits, score: str | None = None, parts: tuple[str, ...] = ("val", "test")
+) -> dict[str, np.ndarray] | None:
+    """One per-row uncertainty score (``method.scores``; its default score when None) for each split
+    in ``parts``, or None for a method without scores."""
+    score = score or method.default_score
+    if score is None:
+        return None
+    return {name: method.scores(getattr(splits, name).rows.to(device_of(method)), [score])[score].cpu().numpy() for name in parts}
 
 
-def _device(method: SSLMethod) -> torch.device:
+def device_of(method: SSLMethod) -> torch.device:
+    """The device a method's parameters live on."""
     return next(method.parameters()).device
 
 

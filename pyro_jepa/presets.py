@@ -1,4 +1,12 @@
-"""Hyperparameter presets: ``cpu`` (minutes on a laptop) and ``paper`` (Var-JEPA Table 7, for GPUs).
+"""Hyperparameter presets: ``cpu`` (minutes on a laptop) and ``paper`` (Var-JEPA Table 7, for GPUs),
+and model variants on top of either.
+
+A preset fixes sizes, masks, loss weights and training; a variant (`VARIANTS`) fixes the decoder scale,
+the final KL weight of s_y and the default uncertainty score. ``default`` is our measured choice
+(heteroscedastic decoders, a stronger KL on s_y, the decoder-scale score; evidence in
+docs/results/uncertainty.md); ``paper`` is the paper's model (one global decoder sigma per path,
+Table 7's KL weights, its posterior-std score). ``make_preset("paper", d, n, variant="paper")`` is
+Var-JEPA as published.
 
 A preset is a `Preset` of named fields: the model config (`TabularJEPAConfig`, with its
 `LossWeights`), the training config (`TrainConfig`) and the KL warm-up lengths in epochs, which the
@@ -63,11 +71,24 @@ PAPER_TABLE7 = {
 # Datasets without a Table 7 row (user CSVs) use the Adult row, the paper's "default" setting.
 PAPER_FALLBACK = "adult"
 # Datasets that take another dataset's Table 7 row.
-SETTINGS_OF = {"mnist-7x7": "mnist"}
+SETTINGS_OF = {"mnist-7x7": "mnist", "sim-v1": "sim"}
+# What each of those datasets is, for reports.
+SETTINGS_NOTES = {"mnist-7x7": "MNIST average-pooled to 7×7 then corrupted, a CPU stand-in", "sim-v1": "the first version of SIM"}
 # The paper aggregates posterior stds by their 90th percentile on MNIST and SIM, by the mean elsewhere.
 Q90_DATASETS = ("mnist", "sim")
+# Model variants: decoder scale, final KL weight of s_y (None: Table 7's) and default score (None: the
+# paper's for the dataset). "default" is the library's; the others are the ablations of the uncertainty study.
+VARIANTS: dict[str, dict] = {
+    "default": {"decoder_scale": "row", "kl_s_y": 1e-2, "score": "decoder-scale"},
+    "paper": {"decoder_scale": "global", "kl_s_y": None, "score": None},
+    "paper-kl1e-2": {"decoder_scale": "global", "kl_s_y": 1e-2, "score": None},
+    "hetero": {"decoder_scale": "row", "kl_s_y": None, "score": "decoder-scale"},
+    "hetero-kl1e-1": {"decoder_scale": "row", "kl_s_y": 1e-1, "score": "decoder-scale"},
+}
 
 PRESETS = ("cpu", "paper")
+# The KL warm-up never takes more than this share of a run's optimizer steps.
+MAX_WARMUP_SHARE = 0.5
 
 
 def _paper(dataset: str) -> Preset:
@@ -85,13 +106,29 @@ def _cpu(dataset: str) -> Preset:
     return Preset(model, TrainConfig(epochs=15, batch_size=256, lr=1e-3, warmup_epochs=2), (4, 4, 4))
 
 
-def make_preset(name: str, dataset: str, n_train: int) -> tuple[TabularJEPAConfig, TrainConfig]:
-    """The model and training configs of preset ``name`` for ``dataset`` with ``n_train`` rows."""
+def make_preset(
+    name: str, dataset: str, n_train: int, epochs: int | None = None, batch_size: int | None = None, variant: str = "default"
+) -> tuple[TabularJEPAConfig, TrainConfig]:
+    """The model and training configs of preset ``name`` and model ``variant`` for ``dataset`` with
+    ``n_train`` rows.
+
+    ``epochs`` / ``batch_size`` override the preset's. The KL warm-up (given in epochs by the
+    paper) becomes optimizer steps for this run, capped at `MAX_WARMUP_SHARE` of its steps, so that
+    a short run still trains, and selects its checkpoint, with the final KL weights.
+    """
     if name not in PRESETS:
         raise ValueError(f"unknown preset {name!r}; choose one of {PRESETS}")
+    if variant not in VARIANTS:
+        raise ValueError(f"unknown model variant {variant!r}; choose one of {sorted(VARIANTS)}")
     preset = (_paper if name == "paper" else _cpu)(dataset)
-    steps_per_epoch = max(n_train // preset.train.batch_size, 1)
-    anneal = [epochs * steps_per_epoch for epochs in preset.anneal_epochs]
-    weights = replace(preset.model.weights, anneal_s_x=anneal[0], anneal_z=anneal[1], anneal_s_y=anneal[2])
-    uncertainty = "q90" if SETTINGS_OF.get(dataset, dataset) in Q90_DATASETS else "mean"
-    return replace(preset.model, weights=weights, uncertainty=uncertainty), preset.train
+    train = replace(preset.train, **{k: v for k, v in {"epochs": epochs, "batch_size": batch_size}.items() if v is not None})
+    steps_per_epoch = max(n_train // train.batch_size, 1)
+    cap = int(MAX_WARMUP_SHARE * steps_per_epoch * train.epochs)
+    spec = VARIANTS[variant]
+    weights = replace(
+        preset.model.weights,
+        **{f"anneal_{latent}": min(n * steps_per_epoch, cap) for latent, n in zip(("s_x", "z", "s_y"), preset.anneal_epochs)},
+        **({"kl_s_y": spec["kl_s_y"]} if spec["kl_s_y"] is not None else {}),
+    )
+    paper_score = "posterior-q90" if SETTINGS_OF.get(dataset, dataset) in Q90_DATASETS else "posterior-mean"
+    return replace(preset.model, weights=weights, decoder_scale=spec["decoder_scale"], uncertainty=spec["score"] or paper_score), train

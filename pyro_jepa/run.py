@@ -29,6 +29,7 @@ import json
 import math
 import os
 import time
+import warnings
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -43,7 +44,8 @@ from .data.registry import sha256_file
 from .data.tabular import TabularData
 from .evaluate.downstream import as_feature_matrix, load_predictor, save_predictor
 from .evaluate.selective import risk_coverage
-from .models import SSLMethod, TabularJEPAConfig, row_uncertainty
+from .models import SSLMethod, TabularJEPAConfig
+from .models.scores import canonical_score_name
 from .pipeline import METHODS
 from .train import CHECKPOINT_FORMAT, load_checkpoint, resolve_device, save_checkpoint
 
@@ -59,10 +61,24 @@ class SavedRunError(ValueError):
 # -- the uncertainty score --------------------------------------------------------------------------
 
 
+# The scores a saved model may report: computed from the row alone. The mask-averaged scores
+# (``prior-std``, ``predictive-*``, T-JEPA's ``prediction-error``) draw mask sizes per chunk of rows,
+# so a row's value would depend on the rows scored with it.
+ROW_LOCAL_SCORES = ("posterior-mean", "posterior-q90", "posterior-entropy", "decoder-scale")
+
+
 def default_score(method: SSLMethod) -> str | None:
-    """The uncertainty score a saved model reports by default: the model's configured aggregate of its
-    posterior standard deviations (`TabularJEPAConfig.uncertainty`), or None for a method without a posterior."""
-    return method.config.uncertainty if hasattr(method, "posterior") else None
+    """The uncertainty score a saved model reports: the method's default score (``method.default_score``,
+    `TabularJEPAConfig.uncertainty`) when it is one of `ROW_LOCAL_SCORES`; else the first row-local
+    score the method has (with a warning); None for a method without one (T-JEPA)."""
+    score, local = method.default_score, [n for n in method.score_names if n in ROW_LOCAL_SCORES]
+    if score is None or score in ROW_LOCAL_SCORES or not local:
+        return score if score in ROW_LOCAL_SCORES else None
+    warnings.warn(
+        f"{method.name}'s default score {score!r} is averaged over mask draws made per chunk of rows, so a saved "
+        f"model cannot report it row by row; the saved model reports {local[0]!r}", stacklevel=3,
+    )
+    return local[0]
 
 
 @torch.no_grad()
@@ -71,15 +87,20 @@ def embed_and_score(method: SSLMethod, rows: torch.Tensor, how: str | None) -> t
 
     The one function that defines a saved model's score: calibration (`save_model`) and new rows
     (`LoadedRun`) both go through it. Each row's values depend on that row only. ``how`` is one of
-    `pyro_jepa.models.SCORES`, aggregated over the target posterior's standard deviations, which
-    come from the same pass as the embeddings (the posterior means).
+    `ROW_LOCAL_SCORES` (or a legacy name, e.g. ``"q90"``), computed by ``method.scores``.
     """
     if how is None:
         return method.embed(rows), None
-    if not hasattr(method, "posterior"):
-        raise SavedRunError(f"{method.name} has no latent posterior, so no uncertainty score; use a Var-T-JEPA model")
-    loc, scale = method.posterior(rows)
-    return loc, row_uncertainty(scale, how)
+    try:
+        how = canonical_score_name(how)
+    except ValueError as err:
+        raise SavedRunError(str(err)) from None
+    if how not in method.score_names or how not in ROW_LOCAL_SCORES:
+        local = [n for n in method.score_names if n in ROW_LOCAL_SCORES]
+        if not local:
+            raise SavedRunError(f"{method.name} has no latent posterior, so no per-row uncertainty score; use a Var-T-JEPA model")
+        raise SavedRunError(f"a saved {method.name} model scores rows by one of {local}, not {how!r}")
+    return method.embed(rows), method.scores(rows, [how])[how]
 
 
 # -- abstention rules -------------------------------------------------------------------------------
@@ -311,6 +332,7 @@ def load_run(run: str | os.PathLike[str], method: str = "var-t-jepa", device: st
         preprocessor = TabularPreprocessor.from_dict(_read_json(folder / PREPROCESSOR_FILE))
         config = TabularJEPAConfig(**manifest["model"])
         score, predictor_meta, default = manifest["uncertainty_score"], manifest["predictors"], manifest["default_predictor"]
+        score = None if score is None else canonical_score_name(score)
     except (KeyError, TypeError, ValueError) as err:
         raise SavedRunError(f"{folder}: the saved model is inconsistent ({type(err).__name__}: {err}); rerun the main job") from err
     target = resolve_device(device)
@@ -336,7 +358,7 @@ def _load_method(path: Path, method: str, preprocessor: TabularPreprocessor, con
     with torch.random.fork_rng(devices=[]):  # building draws initial weights: leave the caller's RNG alone
         model = METHODS[method](preprocessor.schema, config)
     settings = state.get("settings") or {}
-    if settings.get("method") != model.name or settings.get("model") != io.to_jsonable(config):
+    if settings.get("method") != model.name or settings.get("model") != io.to_jsonable(model.settings()):
         raise SavedRunError(
             f"{path} holds a {settings.get('method')} checkpoint with other settings than {MODEL_FILE} describes; "
             "the folder mixes files of different runs: rerun the main job"
@@ -409,8 +431,8 @@ class LoadedRun:
         return embeddings.reshape(len(embeddings), -1) if flatten else embeddings
 
     def uncertainty(self, df: pd.DataFrame, how: str | None = None) -> np.ndarray:
-        """One latent uncertainty score per row ``(N,)``: ``how`` (one of `pyro_jepa.models.SCORES`),
-        by default the score the model was trained to report (`score`)."""
+        """One latent uncertainty score per row ``(N,)``: ``how`` (one of `ROW_LOCAL_SCORES`), by default
+        the score the model was saved to report (`score`)."""
         how = how or self._require_score()
         return self._embed_and_score(df, how)[1]
 

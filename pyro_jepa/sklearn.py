@@ -207,8 +207,9 @@ class _JEPAEmbedder(TransformerMixin, BaseEstimator):
         return embedding_names(tuple(features), self.model_.config.dim)
 
     def _configs(self, n_train: int, seed: int):
-        model_config, train_config = make_preset(self.preset, "table", n_train)
-        overrides = {k: v for k, v in {"epochs": self.epochs, "batch_size": self.batch_size, "lr": self.lr}.items() if v is not None}
+        # epochs and batch size through the preset: it fits the KL warm-up to the run's steps
+        model_config, train_config = make_preset(self.preset, "table", n_train, self.epochs, self.batch_size)
+        overrides = {"lr": self.lr} if self.lr is not None else {}
         train_config = replace(train_config, seed=seed, device=self.device, select="loss", progress=self.progress, **overrides)
         model = {k: v for k, v in {"dim": self.dim, "depth": self.depth, "uncertainty": self.uncertainty}.items() if v is not None}
         return replace(model_config, **model), train_config
@@ -249,7 +250,7 @@ class VarTJEPAEmbedder(_JEPAEmbedder):
     Parameters: ``preset`` ("cpu" or "paper", `pyro_jepa.presets`) and its overrides ``epochs``,
     ``batch_size``, ``lr``, ``dim`` (d), ``depth`` (encoder layers); ``validation_fraction`` of the rows
     choose the best epoch (validation loss); ``numerical``/``categorical``/``drop``/``missing`` as in
-    `TabularPreprocessor`; ``uncertainty`` the row score saved with the model (`pyro_jepa.models.SCORES`);
+    `TabularPreprocessor`; ``uncertainty`` the row score saved with the model (one of `pyro_jepa.run.ROW_LOCAL_SCORES`);
     ``device``; ``random_state`` fixes the split, initial weights, masks and sampling; ``progress`` shows a bar.
     """
 

@@ -27,6 +27,7 @@ from .evaluate.diagnostics import linear_probe_accuracy
 from .models.base import SSLMethod
 
 CHECKPOINT_FORMAT = "pyro_jepa-checkpoint-v1"
+SELECTION_RULES = ("probe", "loss", "probe-filtered")
 
 
 @dataclass
@@ -34,8 +35,14 @@ class TrainConfig:
     """Optimization settings shared by every method.
 
     ``select``: "probe" keeps the epoch with the best validation accuracy of a ridge probe on the
-    embeddings (the paper's label-based selection, on the validation split only); "loss" keeps
-    the epoch with the lowest validation loss (label-free).
+    embeddings (label-informed, on the validation split only); "loss" keeps the epoch with the
+    lowest validation loss (label-free); "probe-filtered" is the paper's rule for Var-T-JEPA (label-
+    informed): the probe's accuracy on the validation rows left after dropping the 20 % most
+    uncertain by the method's default score, which favours the selective metrics.
+
+    Epochs that end inside a method's KL warm-up (``method.weights.warmup_steps``) are never
+    selected: their loss weights are not yet the final ones, so neither their validation loss nor
+    their uncertainty is comparable with a trained model's.
     """
 
     epochs: int = 30
@@ -56,8 +63,8 @@ class TrainConfig:
     def __post_init__(self) -> None:
         if self.amp not in ("none", "bf16"):
             raise ValueError(f"amp must be 'none' or 'bf16', got {self.amp!r}")
-        if self.select not in ("probe", "loss"):
-            raise ValueError(f"select must be 'probe' or 'loss', got {self.select!r}")
+        if self.select not in SELECTION_RULES:
+            raise ValueError(f"select must be one of {SELECTION_RULES}, got {self.select!r}")
         if self.epochs < 1 or self.batch_size < 2:
             raise ValueError("epochs must be >= 1 and batch_size >= 2")
 
@@ -124,9 +131,10 @@ def data_fingerprint(*datasets) -> str:
 
 def run_settings(method: SSLMethod, config: TrainConfig, train, val) -> dict:
     """What a checkpoint must match to be resumed: the method, its settings, training settings, data."""
-    return io.to_jsonable(
-        {"method": method.name, "model": method.settings(), "train": config, "data": data_fingerprint(train, val)}
-    )
+    settings = {"method": method.name, "model": method.settings(), "train": config, "data": data_fingerprint(train, val)}
+    if config.select == "probe-filtered":
+        settings["selection_score"] = method.default_score
+    return io.to_jsonable(settings)
 
 
 def check_resumable(state: dict, path: Path, settings: dict) -> dict[str, tuple]:
@@ -175,11 +183,13 @@ def _optimizer(method: SSLMethod, config: TrainConfig) -> torch.optim.AdamW:
     return torch.optim.AdamW(groups, lr=config.lr)
 
 
-def _probe_score(method: SSLMethod, train: TabularData, val: TabularData, rows: int) -> float:
+def _probe_score(method: SSLMethod, train: TabularData, val: TabularData, rows: int, filtered: bool = False) -> float:
     keep = torch.arange(min(rows, len(train)), device=train.rows.device)
     x_train = method.embed(train.rows[keep]).flatten(1).cpu().numpy()
     x_val = method.embed(val.rows).flatten(1).cpu().numpy()
-    return linear_probe_accuracy(x_train, train.y[keep].cpu().numpy(), x_val, val.y.cpu().numpy())
+    score = method.default_score if filtered else None
+    uncertainty = None if score is None else method.scores(val.rows, [score])[score].cpu().numpy()
+    return linear_probe_accuracy(x_train, train.y[keep].cpu().numpy(), x_val, val.y.cpu().numpy(), uncertainty=uncertainty)
 
 
 def _non_finite_error(
@@ -241,6 +251,12 @@ class _Training:
         self.n_batches = max(len(train) // config.batch_size, 1)
         self.total_steps = self.n_batches * config.epochs
         self.warmup_steps = self.n_batches * config.warmup_epochs
+        self.selectable_from = method.selectable_from()
+        if self.selectable_from > self.total_steps:
+            raise ValueError(
+                f"{method.name}: the KL warm-up ({self.selectable_from} steps) outlasts the run ({self.total_steps} steps), "
+                "so no epoch could be selected; train longer or shorten the warm-up (LossWeights.anneal_*)"
+            )
         self.shuffle = torch.Generator().manual_seed(config.seed + 1)
         self.result = FitResult(checkpoint_dir=out_dir)
         self.start_epoch, self.step, self.lr = 0, 0, config.lr
@@ -321,8 +337,11 @@ class _Training:
         row = {"epoch": epoch + 1, "step": self.step, "lr": self.lr, "train_loss": float(train_loss)}
         row.update({f"val_{k}": v for k, v in method.diagnostics(self.val.rows, self.step).items()})
         row.update({f"alpha_{k}": v for k, v in method.loss_weights(self.step).items()})
-        if config.select == "probe" and ((epoch + 1) % config.probe_every == 0 or epoch + 1 == config.epochs):
-            row["val_probe_accuracy"] = _probe_score(method, self.train, self.val, config.probe_rows)
+        row["selectable"] = self.step >= self.selectable_from
+        if not row["selectable"]:
+            return row, -math.inf
+        if config.select != "loss" and ((epoch + 1) % config.probe_every == 0 or epoch + 1 == config.epochs):
+            row["val_probe_accuracy"] = _probe_score(method, self.train, self.val, config.probe_rows, config.select == "probe-filtered")
             return row, row["val_probe_accuracy"]
         return row, -row["val_loss"] if config.select == "loss" else -math.inf
 

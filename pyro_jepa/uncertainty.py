@@ -1,4 +1,8 @@
-"""Latent uncertainty: per-row scores and arviz summaries of the guide's posterior samples.
+"""Latent uncertainty in arviz, and plots of uncertainty scores.
+
+The scores themselves are computed by the models (``method.scores``, `pyro_jepa.models.scores`);
+selective prediction and scores against a known ambiguity live in `pyro_jepa.evaluate.selective`
+and `pyro_jepa.evaluate.ambiguity`.
 
 arviz 0.23 (Python 3.11) and 1.x (Python >= 3.12) differ in how data is built and summarized;
 the small adapters here hide that: 0.x stores iid guide draws as one chain (``chain``, ``draw``),

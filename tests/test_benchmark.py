@@ -22,8 +22,19 @@ def test_benchmark_writes_report_and_resumes_without_recomputing(tmp_path):
         [(rep, "mlp", s) for rep in ("raw features", "T-JEPA", "Var-T-JEPA") for s in (0, 1)] + [("raw features", "xgboost-tuned", 0)]
     )
     assert {r["drop"] for r in records if r["representation"] == "Var-T-JEPA"} == {0.0, 0.1, 0.2, 0.5}
+    # Every selective row names its rule; representations with a latent score get the latent and combined rules too.
+    rules = {(r["representation"], r["abstain_by"]) for r in records if r["drop"] > 0}
+    assert {rule for rep, rule in rules if rep == "raw features"} == {"max-prob", "entropy", "random"}
+    assert {rule for rep, rule in rules if rep == "Var-T-JEPA"} == {"max-prob", "entropy", "random", "latent", "combined"}
+    risk = [json.loads(line) for line in (out / "risk.jsonl").read_text().splitlines()]
+    assert len(risk) == len(full) and all(0 <= r["coverage"] <= 1 and r["target"] > 0 for r in risk)
+    scores = pd.DataFrame([json.loads(line) for line in (out / "scores.jsonl").read_text().splitlines()])
+    assert {"decoder-scale", "predictive-nll", "posterior-q90"} <= set(scores.loc[scores["representation"] == "Var-T-JEPA", "score"])
+    assert set(scores.loc[scores["representation"] == "T-JEPA", "score"]) == {"prediction-error"}
     text = report.read_text()
     assert "## sim" in text and "Var-T-JEPA ≥ T-JEPA (accuracy)" in text and "paper" in text
+    assert "Goal (Var-T-JEPA, default rule" in text and "## Risk-controlled abstention" in text
+    assert "## Which latent score ranks the downstream errors" in text
     var_row = next(line for line in text.splitlines() if line.startswith("| sim | Var-T-JEPA | 0 |"))
     assert float(var_row.split("|")[-2]) > 0  # KL s_y at the chosen epoch, from the run's history.csv
     summary = pd.read_csv(report.with_suffix(".csv"))
@@ -40,36 +51,35 @@ def test_benchmark_writes_report_and_resumes_without_recomputing(tmp_path):
 def test_uncertainty_experiment_writes_figure3_table(tmp_path):
     script = load_script("uncertainty")
     out, report = tmp_path / "unc", tmp_path / "uncertainty.md"
-    argv = ["--datasets", "sim", "--max-rows", "300", "--epochs", "1", "--probe-epochs", "2", "--masks", "2",
-            "--out", str(out), "--report", str(report), "--no-progress"]
+    argv = ["--datasets", "sim", "--max-rows", "300", "--epochs", "2", "--probe-epochs", "2", "--masks", "2", "--seeds", "0,1",
+            "--variants", "paper,hetero", "--default-variant", "paper", "--out", str(out), "--report", str(report), "--no-progress"]
     assert script.main(argv) == 0
     results = pd.read_csv(out / "results.csv")
-    assert set(results["score"]) == {"posterior std, mean", "posterior std, q90 (paper)", "posterior std, entropy",
-                                     "conditional-prior std", "predictor error", "probe entropy (uses labels)", "k-means margin"}
+    assert set(results["seed"]) == {0, 1} and set(results["variant"]) == {"paper", "hetero", "-"}
+    hetero = set(results.loc[results["variant"] == "hetero", "score"])
+    assert {"posterior-q90", "prior-std", "predictive-nll", "predictive-scale", "decoder-scale"} <= hetero
+    assert "prediction-error" in set(results["score"]) and "k-means margin (raw, label-free)" in set(results["score"])
     assert results[["spearman"]].abs().le(1).all().all() and results[["roc_auc", "aurc"]].stack().between(0, 1).all()
-    # AURC can never beat the oracle ranking of the same probe's errors.
+    # AURC can never beat the oracle ranking of the same probe's errors; the ceiling is one number per seed.
     assert (results["aurc"] >= results["oracle_aurc"] - 1e-12).all()
+    assert results.groupby("seed")["ceiling_spearman"].nunique().eq(1).all()
+    selective = pd.read_csv(out / "selective.csv")
+    assert {"combined (fitted on validation)", "random"} <= set(selective["score"])
+    runs = pd.read_csv(out / "runs.csv")
+    assert len(runs) == 2 * 3 and (runs["steps"] >= runs["warmup_steps"]).all()  # 2 seeds x (2 variants + T-JEPA)
     assert (out / "figure3_sim.png").stat().st_size > 0 and (tmp_path / "uncertainty_figure3_sim.png").exists()
     text = report.read_text()
-    assert "| Var-T-JEPA | posterior std, q90 (paper) |" in text and "0.640" in text  # the paper's SIM Spearman beside ours
-    config = json.loads((out / "config.json").read_text())
-    assert config["datasets"]["sim"]["rows"]["test"] == 60
-    assert 0 <= config["datasets"]["sim"]["Var-T-JEPA"]["max_abs_entry_spearman"] <= 1
+    assert "| Var-T-JEPA | paper | posterior-q90 |" in text and "0.640" in text  # the paper's SIM Spearman beside ours
+    assert "Supervised ceiling" in text and "Goal (default score" in text
 
 
-def test_uncertainty_experiment_helpers_by_hand():
+def test_uncertainty_experiment_kmeans_margin_by_hand():
     import numpy as np
-    from scipy.stats import spearmanr
 
     script = load_script("uncertainty")
     rng = np.random.default_rng(0)
-    u = rng.uniform(size=200)
-    scale = np.stack([rng.normal(size=200), -u + 0.1 * rng.normal(size=200), u**2], axis=1)
-    expected = max(abs(spearmanr(scale[:, j], u).statistic) for j in range(3))
-    assert script.max_abs_entry_spearman(scale, u) == pytest.approx(expected, abs=1e-9)
-    assert expected == pytest.approx(1.0)  # u**2 is monotone in u
     # Two tight clusters: rows at a centre have margin ~0, the midpoint margin 1.
-    centres = np.array([[-5.0, 0.0], [5.0, 0.0]])
+    centres = np.array([[-5.0, -5.0], [5.0, 5.0]])
     train = np.concatenate([c + 0.01 * rng.normal(size=(50, 2)) for c in centres])
-    margin = script.kmeans_margin({"train": train, "test": np.array([[-5.0, 0.0], [0.0, 0.0]])}, 2, seed=0)
+    margin = script.kmeans_margin({"train": train, "test": np.array([[-5.0, -5.0], [0.0, 0.0]])}, 2, seed=0)
     assert margin[0] < 0.01 and margin[1] == pytest.approx(1.0, abs=0.01)

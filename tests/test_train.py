@@ -2,12 +2,15 @@
 
 import math
 import pickle
+from dataclasses import replace
 
 import pandas as pd
 import pytest
 import torch
 
-from pyro_jepa.models import TJEPA, TabularJEPAConfig, VarTJEPA
+from pyro_jepa.evaluate import linear_probe_accuracy
+from pyro_jepa.models import TJEPA, LossWeights, TabularJEPAConfig, VarTJEPA
+from pyro_jepa.presets import make_preset
 from pyro_jepa.train import CheckpointError, TrainConfig, fit, learning_rate, load_checkpoint, save_checkpoint
 from tests.conftest import make_table
 
@@ -180,3 +183,71 @@ def test_gradients_are_bitwise_identical_across_repeats_with_two_threads():
         torch.set_num_threads(threads)
     for other in grads[1:]:
         assert torch.equal(grads[0], other)
+
+
+def warming_method(schema, anneal: int) -> VarTJEPA:
+    """A Var-T-JEPA whose KL weights ramp up over ``anneal`` steps (4 steps per epoch on `splits`)."""
+    torch.manual_seed(0)
+    weights = LossWeights(rec=0.1, gen=1.0, kl_s_x=1.0, kl_z=1.0, kl_s_y=1.0, anneal_s_x=anneal, anneal_z=anneal, anneal_s_y=anneal)
+    return VarTJEPA(schema, replace(SMALL, weights=weights))
+
+
+@pytest.mark.parametrize("select", ["loss", "probe"])
+def test_no_epoch_inside_the_kl_warm_up_is_selected(schema, splits, tmp_path, select):
+    # The validation loss grows while the KL weights ramp up, so without the rule epoch 1 would win.
+    result = fit(warming_method(schema, anneal=8), *splits, replace(FAST, select=select), tmp_path)
+    history = pd.read_csv(tmp_path / "history.csv")
+    assert list(history["selectable"]) == [False, True, True, True]  # 4 steps per epoch, warm-up ends at step 8
+    assert result.best_epoch >= 2
+    if select == "probe":
+        assert history["val_probe_accuracy"].isna().tolist() == [True, False, False, False]  # not even probed
+
+
+def test_a_warm_up_longer_than_the_run_is_refused(schema, splits, tmp_path):
+    with pytest.raises(ValueError, match="outlasts the run"):
+        fit(warming_method(schema, anneal=17), *splits, FAST, tmp_path)
+
+
+def test_filtered_probe_selection_scores_the_least_uncertain_validation_rows(schema, splits, tmp_path):
+    torch.manual_seed(0)
+    method = VarTJEPA(schema, replace(SMALL, uncertainty="posterior-mean"))
+    result = fit(method, *splits, replace(FAST, select="probe-filtered"), tmp_path)
+    history = pd.read_csv(tmp_path / "history.csv")
+    # Re-scoring the best weights by hand: the probe's accuracy after dropping the 20 % most uncertain rows.
+    train, val = splits
+    uncertainty = method.scores(val.rows, ["posterior-mean"])["posterior-mean"].numpy()
+    expected = linear_probe_accuracy(method.embed(train.rows).flatten(1).numpy(), train.y.numpy(),
+                                     method.embed(val.rows).flatten(1).numpy(), val.y.numpy(), uncertainty=uncertainty)
+    assert history.loc[result.best_epoch - 1, "val_probe_accuracy"] == pytest.approx(expected)
+    with pytest.raises(ValueError, match="select"):
+        TrainConfig(select="filtered")
+
+
+def test_presets_fit_the_kl_warm_up_into_the_run():
+    model, train = make_preset("cpu", "sim", n_train=7000)
+    steps_per_epoch = 7000 // train.batch_size
+    assert model.weights.warmup_steps == 4 * steps_per_epoch and train.epochs == 15
+    model, train = make_preset("cpu", "sim", n_train=7000, epochs=2)
+    assert train.epochs == 2 and model.weights.warmup_steps == steps_per_epoch  # capped at half the run
+    model, _ = make_preset("paper", "mnist", n_train=7000, epochs=50, batch_size=100)
+    assert model.weights.warmup_steps == 25 * 70
+
+
+def test_pretrain_reuses_a_checkpoint_folder_only_for_the_same_training(schema, splits, tmp_path):
+    from pyro_jepa.data.tabular import Splits
+    from pyro_jepa.pipeline import pretrain
+
+    data = Splits(splits[0], splits[1], splits[1], name="toy")
+    config = replace(FAST, epochs=1)
+    pretrain("var-t-jepa", data, SMALL, config, tmp_path / "v", resume=True)
+    stamp = (tmp_path / "v" / "best.pt").stat().st_mtime_ns
+    # The default score does not change training (only the filtered probe reads it): reused as it is.
+    pretrain("var-t-jepa", data, replace(SMALL, uncertainty="predictive-nll"), config, tmp_path / "v", resume=True)
+    assert (tmp_path / "v" / "best.pt").stat().st_mtime_ns == stamp
+    with pytest.raises(CheckpointError, match="other settings"):
+        pretrain("var-t-jepa", data, replace(SMALL, weights=LossWeights(kl_s_y=0.5)), config, tmp_path / "v", resume=True)
+    # T-JEPA never reads Var-T-JEPA's fields.
+    pretrain("t-jepa", data, SMALL, config, tmp_path / "t", resume=True)
+    pretrain("t-jepa", data, replace(SMALL, decoder_scale="row"), config, tmp_path / "t", resume=True)
+    with pytest.raises(CheckpointError, match="other settings"):
+        pretrain("t-jepa", data, SMALL, replace(config, lr=0.5), tmp_path / "t", resume=True)

@@ -1,95 +1,33 @@
-"""Row uncertainty scores and the arviz view of guide samples."""
+"""Row uncertainty scores (``method.scores``) and the arviz view of guide samples."""
+
+import math
+from dataclasses import replace
 
 import numpy as np
 import pytest
 import torch
 
 from pyro_jepa.models import TJEPA, TabularJEPAConfig, VarTJEPA
-from scipy.stats import spearmanr
-from sklearn.metrics import roc_auc_score
-
-from pyro_jepa.evaluate import ambiguity_scores, aurc, classification_metrics, risk_coverage, roc_auc, selective_metrics, spearman
-from pyro_jepa.models import row_uncertainty
+from pyro_jepa.models.scores import ROW_SCORES, aggregate_std
 from pyro_jepa.uncertainty import ARVIZ_1, sample_latents, summarize, to_inference_data
 
 SMALL = TabularJEPAConfig(dim=4, depth=1, heads=2, ff=8, dropout=0.0, n_pool=2, pred_dim=4, pred_depth=1, pred_heads=2, pred_ff=8)
 
 
-def test_row_uncertainty_mean_and_q90():
+def test_aggregate_std_mean_and_q90():
     scale = torch.arange(1, 21, dtype=torch.float).reshape(1, 4, 5).repeat(2, 1, 1)
-    torch.testing.assert_close(row_uncertainty(scale, "mean"), torch.full((2,), 10.5))
-    torch.testing.assert_close(row_uncertainty(scale, "q90"), torch.full((2,), float(np.quantile(np.arange(1, 21), 0.9))))
+    torch.testing.assert_close(aggregate_std(scale, "mean"), torch.full((2,), 10.5))
+    torch.testing.assert_close(aggregate_std(scale, "q90"), torch.full((2,), float(np.quantile(np.arange(1, 21), 0.9))))
     with pytest.raises(ValueError):
-        row_uncertainty(scale, "max")
+        aggregate_std(scale, "max")
 
 
 def test_entropy_score_is_the_closed_form_gaussian_entropy():
     scale = torch.tensor([[[0.5, 2.0], [1.0, 0.1]], [[1.0, 1.0], [1.0, 1.0]]])
     expected = torch.distributions.Normal(torch.zeros_like(scale), scale).entropy().flatten(1).sum(1)
-    torch.testing.assert_close(row_uncertainty(scale, "entropy"), expected)
+    torch.testing.assert_close(aggregate_std(scale, "entropy"), expected)
     # Unit stds: 4 * 0.5 * log(2 pi e), by hand.
-    assert row_uncertainty(scale, "entropy")[1].item() == pytest.approx(2 * np.log(2 * np.pi * np.e), rel=1e-6)
-
-
-def test_risk_coverage_and_aurc_by_hand():
-    errors = np.array([0, 1, 0, 1])
-    uncertainty = np.array([0.1, 0.4, 0.2, 0.3])
-    # Keep least uncertain first: rows 0, 2, 3, 1 -> errors 0, 0, 1, 1.
-    coverage, risk = risk_coverage(errors, uncertainty)
-    np.testing.assert_allclose(coverage, [0.25, 0.5, 0.75, 1.0])
-    np.testing.assert_allclose(risk, [0, 0, 1 / 3, 1 / 2])
-    assert aurc(errors, uncertainty) == pytest.approx((0 + 0 + 1 / 3 + 1 / 2) / 4)
-    # This ranking is perfect (both errors are the most uncertain rows): the lowest possible area;
-    # the reversed ranking gives the highest, (1 + 1 + 2/3 + 1/2) / 4.
-    assert aurc(errors, errors) == aurc(errors, uncertainty)
-    assert aurc(errors, -uncertainty) == pytest.approx((1 + 1 + 2 / 3 + 1 / 2) / 4)
-    with pytest.raises(ValueError, match="NaN"):
-        aurc(errors, np.array([0.1, np.nan, 0.2, 0.3]))
-    with pytest.raises(ValueError, match="one per row"):
-        aurc(errors, uncertainty[:3])
-
-
-def test_spearman_and_roc_auc_agree_with_scipy_and_sklearn():
-    rng = np.random.default_rng(0)
-    a = rng.normal(size=300)
-    b = a + rng.normal(size=300)
-    b[::7] = b[0]  # ties
-    assert spearman(a, b) == pytest.approx(spearmanr(a, b).statistic, abs=1e-12)
-    positive = rng.uniform(size=300) < 0.3
-    score = np.round(a + positive, 1)  # coarse: many ties
-    assert roc_auc(positive, score) == pytest.approx(roc_auc_score(positive, score), abs=1e-12)
-    with pytest.raises(ValueError, match="both"):
-        roc_auc(np.ones(5, dtype=bool), np.arange(5.0))
-
-
-def test_ambiguity_scores_of_a_perfect_score():
-    u = np.linspace(0, 1, 101)
-    errors = (u > 0.8).astype(float)
-    scores = ambiguity_scores(2 * u + 1, u, errors)
-    assert scores["spearman"] == pytest.approx(1.0)
-    assert scores["roc_auc"] == pytest.approx(1.0)
-    assert scores["aurc"] == pytest.approx(aurc(errors, u))
-
-
-def test_selective_metrics_by_hand() -> None:
-    y_true = np.zeros(10, dtype=int)
-    y_pred = np.zeros(10, dtype=int)
-    y_pred[[1, 3, 6]] = 1  # the wrong predictions
-    # Drop order: 1 (.9), 3 (.8), 7 (.5), 8 (.4), then the .3 tie {4, 5, 6} from the lowest index.
-    uncertainty = np.array([0.1, 0.9, 0.2, 0.8, 0.3, 0.3, 0.3, 0.5, 0.4, 0.0])
-    result = selective_metrics(y_true, y_pred, uncertainty)
-    assert sorted(result) == [0.1, 0.2, 0.5]
-    assert result[0.1]["accuracy"] == pytest.approx(7 / 9)  # dropped {1}
-    assert result[0.2]["accuracy"] == pytest.approx(7 / 8)  # dropped {1, 3}
-    assert result[0.5]["accuracy"] == pytest.approx(4 / 5)  # dropped {1, 3, 7, 8, 4}: wrong row 6 kept
-    assert [result[f]["coverage"] for f in (0.1, 0.2, 0.5)] == pytest.approx([0.9, 0.8, 0.5])
-    kept = [0, 2, 5, 6, 9]
-    assert result[0.5]["macro_f1"] == pytest.approx(classification_metrics(y_true[kept], y_pred[kept])["macro_f1"])
-
-
-def test_selective_metrics_rejects_bad_fraction() -> None:
-    with pytest.raises(ValueError):
-        selective_metrics(np.zeros(4), np.zeros(4), np.zeros(4), drop_fractions=(1.0,))
+    assert aggregate_std(scale, "entropy")[1].item() == pytest.approx(2 * np.log(2 * np.pi * np.e), rel=1e-6)
 
 
 def test_inference_data_has_named_dims_and_matches_the_posterior(schema, table):
@@ -136,3 +74,72 @@ def test_var_t_jepa_prior_uncertainty_is_the_predictor_std_per_row(schema, table
     inside = model._target_mask(masks.context, masks.target).expand(prior.base_dist.base_dist.scale.shape)
     expected = (prior.base_dist.base_dist.scale * inside).sum((1, 2, 3)) / inside.sum((1, 2, 3))
     torch.testing.assert_close(score, expected)
+
+
+@pytest.mark.parametrize("decoder_scale", ["global", "row"])
+def test_var_t_jepa_scores_one_api(schema, table, decoder_scale):
+    torch.manual_seed(0)
+    model = VarTJEPA(schema, replace(SMALL, decoder_scale=decoder_scale)).eval()
+    rows = table.rows[:7]
+    scores = model.scores(rows, n_masks=2, seed=5)
+    assert list(scores) == list(model.score_names) and set(model.score_names) <= set(ROW_SCORES)
+    assert ("decoder-scale" in scores) == (decoder_scale == "row")
+    assert all(v.shape == (7,) and torch.isfinite(v).all() for v in scores.values())
+    _, scale = model.posterior(rows)
+    torch.testing.assert_close(scores["posterior-q90"], aggregate_std(scale, "q90"))
+    # Seeded masks: the same call gives the same scores.
+    torch.testing.assert_close(model.scores(rows, ["predictive-nll"], n_masks=2, seed=5)["predictive-nll"], scores["predictive-nll"])
+    assert list(model.scores(rows, ["q90", "prior-std"])) == ["posterior-q90", "prior-std"]  # legacy name accepted
+    with pytest.raises(ValueError, match="cannot compute"):
+        model.scores(rows, ["prediction-error"])
+    with pytest.raises(ValueError, match="unknown uncertainty score"):
+        model.scores(rows, ["max"])
+    assert TJEPA(schema, SMALL).scores(rows, n_masks=1)["prediction-error"].shape == (7,)
+
+
+def test_predictive_nll_is_the_decoded_predictor_mean_scored_at_hidden_features(schema, table):
+    torch.manual_seed(0)
+    model = VarTJEPA(schema, replace(SMALL, decoder_scale="row")).eval()
+    rows = table.rows[:4]
+    scores = model.scores(rows, ["predictive-nll", "predictive-scale", "predictive-mse"], n_masks=1, seed=9)
+    masks = SMALL.mask_collator(schema.n_features, 9)(4)
+    s_x, _ = model.context_head(model.context_encoder(rows, index=masks.context))
+    z, _ = model.aux_encoder(model.pool(s_x).flatten(1))
+    loc, _ = model.predictor_head(model.predictor(s_x, masks.context, masks.target, condition=z))
+    for i in range(4):
+        nll, log_scales, squared = [], [], []
+        for k in range(masks.target.shape[1]):
+            for m, j in enumerate(masks.target[i, k].tolist()):
+                latents = torch.zeros(1, schema.n_features, SMALL.dim)
+                latents[0, j] = loc[i, k, m]
+                mean, sigma, logits = model.decode("y", latents)
+                if j < schema.n_numerical:
+                    x = rows[i, j].item()
+                    s = sigma[0, j].item()
+                    nll.append(0.5 * ((x - mean[0, j].item()) / s) ** 2 + math.log(s) + 0.5 * math.log(2 * math.pi))
+                    log_scales.append(math.log(s))
+                    squared.append((x - mean[0, j].item()) ** 2)
+                else:
+                    c = j - schema.n_numerical
+                    nll.append(-torch.log_softmax(logits[0, c], -1)[int(rows[i, j])].item())
+        assert scores["predictive-nll"][i].item() == pytest.approx(np.mean(nll), rel=1e-5)
+        assert scores["predictive-scale"][i].item() == pytest.approx(np.mean(log_scales) if log_scales else 0.0, abs=1e-5)
+        assert scores["predictive-mse"][i].item() == pytest.approx(np.mean(squared) if squared else 0.0, rel=1e-5, abs=1e-6)
+
+
+def test_predictive_kl_is_the_elbo_prediction_term_per_row(schema, table):
+    """With one mask and s_x, z at their posterior means, predictive-kl is the row's KL between the
+    model's own target posterior and conditional prior (the Pyro sites), per target feature."""
+    torch.manual_seed(0)
+    model = VarTJEPA(schema, SMALL).eval()
+    rows = table.rows[:6]
+    score = model.scores(rows, ["predictive-kl"], n_masks=1, seed=2)["predictive-kl"]
+    masks = SMALL.mask_collator(schema.n_features, 2)(6)
+    s_x, _ = model.context_head(model.context_encoder(rows, index=masks.context))
+    pooled = model.pool(s_x)
+    z, _ = model.aux_encoder(pooled.flatten(1))
+    cache = {"pooled": pooled}
+    q = model.target_posterior(s_x, z, rows, masks.context, masks.target, cache)
+    p = model.conditional_prior(s_x, z, rows, masks.context, masks.target, cache)
+    expected = torch.distributions.kl_divergence(q, p) / (masks.target.shape[1] * masks.target.shape[2])
+    torch.testing.assert_close(score, expected, rtol=1e-5, atol=1e-5)

@@ -1,6 +1,7 @@
 """The Var-JEPA programs: trace structure, dependencies, the loss against a hand-written oracle."""
 
 import math
+from dataclasses import replace
 
 import pyro
 import pytest
@@ -9,17 +10,19 @@ from pyro import poutine
 from pyro.poutine.util import site_is_subsample
 
 from pyro_jepa.models import LossWeights, MLPVarJEPA, TabularJEPAConfig, VarTJEPA
+from pyro_jepa.data.tabular import TabularSchema
+from pyro_jepa.distributions import MixedTabular
 from pyro_jepa.models.var_jepa import TERMS, elbo_terms, weighted_loss
-from pyro_jepa.nn import scatter_tokens
+from pyro_jepa.nn import TabularDecoder, scatter_tokens
 
 SMALL = TabularJEPAConfig(dim=8, depth=1, heads=2, ff=16, dropout=0.0, n_pool=2, pred_dim=8, pred_depth=1, pred_heads=2, pred_ff=16, pred_dropout=0.0)
 PAPER_LIKE = LossWeights(rec=0.1, gen=1.0, kl_s_x=1e-2, kl_z=1e-3, kl_s_y=0.5, anneal_s_x=10, anneal_z=10, anneal_s_y=10)
 
 
-@pytest.fixture
-def model(schema):
+@pytest.fixture(params=["global", "row"])
+def model(schema, request):
     torch.manual_seed(0)
-    return VarTJEPA(schema, SMALL).eval()
+    return VarTJEPA(schema, replace(SMALL, decoder_scale=request.param)).eval()
 
 
 @pytest.fixture
@@ -120,6 +123,7 @@ def gaussian_kl(loc_q, scale_q, loc_p, scale_p):
 
 def tabular_log_lik(decoder, sigma, latents, rows, n_num=5):
     loc, logits = decoder(latents)
+    sigma = decoder.scale(latents) if decoder.row_scale else sigma
     lp_num = normal_log_density(rows[..., :n_num], loc, sigma)
     codes = rows[..., n_num:].long()
     lp_cat = torch.log_softmax(logits, -1).gather(-1, codes.unsqueeze(-1)).squeeze(-1)
@@ -151,8 +155,9 @@ def hand_terms(model, data, s_x, z, s_y, analytic):
         kl_z = normal_log_density(z, loc_z, scale_z) - normal_log_density(z, zero, one)
         kl_sy = normal_log_density(s_y_trg, loc_q, scale_q) - normal_log_density(s_y_trg, loc_p, scale_p)
     ctx_mask = torch.zeros_like(rows).scatter(1, context, 1.0)
-    rec = tabular_log_lik(model.context_decoder, model.log_sigma_x.exp(), scatter_tokens(s_x, context, d_feat), rows)
-    gen = tabular_log_lik(model.target_decoder, model.log_sigma_y.exp(), s_y, rows.unsqueeze(1).expand(-1, k, -1))
+    sigma_x, sigma_y = (None, None) if model.config.decoder_scale == "row" else (model.log_sigma_x.exp(), model.log_sigma_y.exp())
+    rec = tabular_log_lik(model.context_decoder, sigma_x, scatter_tokens(s_x, context, d_feat), rows)
+    gen = tabular_log_lik(model.target_decoder, sigma_y, s_y, rows.unsqueeze(1).expand(-1, k, -1))
     return {
         "rec": -(rec * ctx_mask).sum() / (m_ctx * b),
         "gen": -gen.sum() / (k * d_feat * b),
@@ -271,3 +276,42 @@ def test_mlp_var_jepa_trains_on_the_sim_table_with_the_engine(tmp_path):
     assert history[-1]["val_loss"] < history[0]["val_loss"] and history[0]["alpha_kl_s_y"] == 1.0
     assert model.embed(splits.test.rows).shape == (len(splits.test), 8)
     assert (model.uncertainty(splits.test.rows) > 0).all()
+
+
+def test_heteroscedastic_decoder_log_density_by_hand():
+    """sigma_j = 0.001 + softplus(w_j . h_j + b_j) per row and feature, in the Gaussian log-density."""
+    schema = TabularSchema(numerical=("a", "b"), categorical=("c",), cardinalities=(2,), label="y", classes=("0", "1"))
+    decoder = TabularDecoder(schema, dim=2, row_scale=True)
+    assert torch.allclose(decoder.scale(torch.zeros(1, 3, 2)), torch.ones(1, 2))  # starts at sigma = 1
+    with torch.no_grad():
+        decoder.num_weight.copy_(torch.tensor([[1.0, 0.0], [0.0, 2.0]]))
+        decoder.num_bias.copy_(torch.tensor([0.5, -1.0]))
+        decoder.scale_weight.copy_(torch.tensor([[1.0, -1.0], [0.5, 0.0]]))
+        decoder.scale_bias.copy_(torch.tensor([0.0, -2.0]))
+        decoder.cat_weight.zero_()
+        decoder.cat_bias.copy_(torch.tensor([[0.0, math.log(3.0)]]))
+    latents = torch.tensor([[[0.3, -0.2], [1.0, 0.4], [0.0, 0.0]]])  # one row: tokens of a, b, c
+    row = torch.tensor([[1.0, 0.2, 1.0]])  # a = 1.0, b = 0.2, c = code 1
+    loc, logits = decoder(latents)
+    fn = MixedTabular(loc, decoder.scale(latents), logits, torch.tensor([2]))
+
+    def softplus(x):
+        return math.log1p(math.exp(x))
+
+    mu_a, mu_b = 0.3 + 0.5, 2.0 * 0.4 - 1.0  # 0.8, -0.2
+    sigma_a, sigma_b = 0.001 + softplus(0.3 + 0.2), 0.001 + softplus(0.5 * 1.0 - 2.0)
+    by_hand = sum(
+        -0.5 * ((x - mu) / sigma) ** 2 - math.log(sigma) - 0.5 * math.log(2 * math.pi)
+        for x, mu, sigma in ((1.0, mu_a, sigma_a), (0.2, mu_b, sigma_b))
+    ) + math.log(3.0 / 4.0)  # softmax([0, log 3])[1]
+    assert fn.log_prob(row).item() == pytest.approx(by_hand, rel=1e-6)
+    assert fn.log_prob(row).dtype == torch.float32
+    with pytest.raises(RuntimeError, match="row_scale"):
+        TabularDecoder(schema, dim=2).scale(latents)
+
+
+def test_row_scale_model_has_no_global_sigmas(schema):
+    model = VarTJEPA(schema, replace(SMALL, decoder_scale="row"))
+    assert not hasattr(model, "log_sigma_x") and "decoder-scale" in model.score_names
+    with pytest.raises(ValueError, match="decoder_scale"):
+        replace(SMALL, decoder_scale="feature")

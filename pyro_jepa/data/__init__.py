@@ -15,7 +15,8 @@ _LAZY = {
     "load_dataset": "loaders", "read_table": "loaders", "stratified_split": "loaders",
     "DATASETS": "registry", "DatasetNotFoundError": "registry", "DatasetSpec": "registry", "download": "registry",
     "resolve_data_dir": "registry",
-    "corrupt_mnist": "sim", "make_sim": "sim",
+    "corrupt_mnist": "sim", "make_sim": "sim", "make_sim_v1": "sim", "make_sim_version": "sim",
+    "SIM_V1": "sim", "SIM_V2": "sim", "SIM_VERSIONS": "sim", "SimConstants": "sim",
 }  # fmt: skip
 
 __all__ = ["MaskCollator", "Splits", "TabularData", "TabularSchema", "split_packed", *_LAZY]

@@ -21,7 +21,7 @@ from sklearn.model_selection import train_test_split
 
 from .registry import DATASETS, MNIST_CORRUPTION_LAMBDA, DatasetSpec, find_dataset_file
 from .registry import download as download_dataset
-from .sim import corrupt_mnist, make_sim
+from .sim import SIM_VERSIONS, corrupt_mnist, make_sim_version
 from .tabular import Splits, TabularData, TabularSchema
 
 MAX_CATEGORICAL_INT_VALUES = 20
@@ -919,7 +919,7 @@ def load_dataset(
     drop: Sequence[str] = (),
     na_values: Sequence[str] = (),
 ) -> Splits:
-    """Load ``"sim"``, a named dataset (see ``DATASETS``) or a CSV/Parquet file as 70/10/20 `Splits`.
+    """Load ``"sim"`` (or the first version, ``"sim-v1"``), a named dataset (see ``DATASETS``) or a CSV/Parquet file as 70/10/20 `Splits`.
 
     ``max_rows`` takes a seeded, stratified subsample before splitting; None means the dataset's default
     (covertype: 10,000 rows as in the paper; everything else: all rows). ``download=True`` fetches a
@@ -934,8 +934,8 @@ def load_dataset(
     drop = tuple(drop)
     ambiguity = None
     key = str(name_or_path)
-    if key == "sim":
-        name, df, label, ambiguity = "sim", make_sim(seed=GENERATION_SEED), label or "label", "u"
+    if key in SIM_VERSIONS:
+        name, df, label, ambiguity = key, make_sim_version(key, seed=GENERATION_SEED), label or "label", "u"
     elif key in DATASETS:
         spec = DATASETS[key]
         try:

@@ -18,7 +18,20 @@ from pyro_jepa.evaluate.downstream import (
     train_xgboost,
 )
 from pyro_jepa.evaluate.metrics import classification_metrics, roc_auc, spearman, standardize
-from pyro_jepa.evaluate.selective import ambiguity_scores, aurc, most_uncertain_first, risk_coverage, selective_metrics
+from pyro_jepa.evaluate.ambiguity import ambiguity_scores, supervised_ceiling
+from pyro_jepa.evaluate.selective import (
+    CombinedAbstention,
+    RiskControlledAbstention,
+    abstention_study,
+    aurc,
+    confidence_scores,
+    error_auroc,
+    most_uncertain_first,
+    random_abstention,
+    risk_coverage,
+    selective_metrics,
+    selective_report,
+)
 from pyro_jepa.evaluate.networks import NETWORKS
 
 __all__ = [
@@ -27,6 +40,14 @@ __all__ = [
     "NetworkPredictor",
     "as_feature_matrix",
     "ambiguity_scores",
+    "supervised_ceiling",
+    "CombinedAbstention",
+    "RiskControlledAbstention",
+    "abstention_study",
+    "confidence_scores",
+    "error_auroc",
+    "random_abstention",
+    "selective_report",
     "aurc",
     "classification_metrics",
     "most_uncertain_first",

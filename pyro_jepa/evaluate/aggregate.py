@@ -6,20 +6,24 @@ import pandas as pd
 
 CELL = ["dataset", "predictor", "representation", "drop"]
 METRICS = ["accuracy", "macro_f1"]
+# Averaged too where present (selective rows).
+OPTIONAL_METRICS = ["error_auroc"]
 
 
 def summarize_runs(runs: pd.DataFrame) -> pd.DataFrame:
     """Mean, sample std (ddof=1; 0 for a single run) and count of each metric per cell.
 
     ``runs`` has one row per (cell, pre-training seed, downstream seed) with columns `CELL`
-    and `METRICS`.
+    and `METRICS`; with an ``abstain_by`` column (the rule behind a selective row) cells are kept
+    apart by it too.
     """
-    grouped = runs.groupby(CELL, sort=False)[METRICS]
+    keys = CELL[:3] + ["abstain_by"] * ("abstain_by" in runs) + CELL[3:]
+    grouped = runs.groupby(keys, sort=False)[METRICS + [m for m in OPTIONAL_METRICS if m in runs]]
     out = grouped.agg(["mean", "std", "count"])
     out.columns = [f"{metric}_{stat}" for metric, stat in out.columns]
     for metric in METRICS:
         out[f"{metric}_std"] = out[f"{metric}_std"].fillna(0.0)
-    out = out.rename(columns={"accuracy_count": "runs"}).drop(columns=["macro_f1_count"])
+    out = out.rename(columns={"accuracy_count": "runs"}).drop(columns=[c for c in out.columns if c.endswith("_count") and c != "accuracy_count"])
     return out.reset_index()
 
 

@@ -264,6 +264,36 @@ PREDICTORS: dict[str, Callable[..., object]] = {
 train_mlp = PREDICTORS["mlp"]
 
 
+def fit_predictor(
+    predictor: str,
+    features: tuple[np.ndarray, np.ndarray, np.ndarray],
+    y_train: np.ndarray,
+    y_val: np.ndarray,
+    n_classes: int,
+    config: DownstreamConfig | None = None,
+    seed: int = 0,
+    device: str = "cpu",
+    token_sizes: Sequence[int] | None = None,
+) -> object:
+    """Train ``predictor`` on the train part of ``features`` = (train, val, test) arrays, ``(N, F)`` or
+    ``(N, D, d)`` (early-stopped on the validation part where it applies); returns the fitted model.
+
+    ``token_sizes``: columns per feature token of the attention predictors; ``(N, D, d)`` arrays
+    default to ``(d,) * D``, anything else to one token per column.
+    """
+    config = config or DownstreamConfig()
+    x_tr, x_va, _ = features
+    sizes = token_sizes or ((np.shape(x_tr)[2],) * np.shape(x_tr)[1] if np.ndim(x_tr) == 3 else None)
+    tokens = dataclasses.replace(config, token_sizes=None if sizes is None else tuple(sizes))
+    return PREDICTORS[predictor](as_feature_matrix(x_tr), y_train, as_feature_matrix(x_va), y_val, n_classes, tokens, seed, device=device)
+
+
+def fit_predict(predictor: str, features: tuple[np.ndarray, np.ndarray, np.ndarray], *args, **kwargs) -> tuple[np.ndarray, np.ndarray]:
+    """`fit_predictor` (same arguments), then the model's class probabilities on the validation and test rows."""
+    model = fit_predictor(predictor, features, *args, **kwargs)
+    return model.predict_proba(as_feature_matrix(features[1])), model.predict_proba(as_feature_matrix(features[2]))
+
+
 def evaluate_embeddings(
     features: Mapping[str, tuple[np.ndarray, np.ndarray, np.ndarray]],
     y_train: np.ndarray,
@@ -311,15 +341,11 @@ def evaluate_embeddings(
 
     rows: list[dict[str, object]] = []
     for predictor in predictors:
-        for name, (x_tr, x_va, x_te) in features.items():
-            sizes = (token_sizes or {}).get(name) or ((np.shape(x_tr)[2],) * np.shape(x_tr)[1] if np.ndim(x_tr) == 3 else None)
-            tokens = dataclasses.replace(config, token_sizes=None if sizes is None else tuple(sizes))
-            model = PREDICTORS[predictor](
-                as_feature_matrix(x_tr), y_train, as_feature_matrix(x_va), y_val, n_classes, tokens, seed, device=device
-            )
+        for name, splits in features.items():
+            model = fit_predictor(predictor, splits, y_train, y_val, n_classes, config, seed, device, (token_sizes or {}).get(name))
             if fitted is not None:
                 fitted[(predictor, name)] = model
-            y_pred = model.predict_proba(as_feature_matrix(x_te)).argmax(axis=1)
+            y_pred = model.predict_proba(as_feature_matrix(splits[2])).argmax(axis=1)
             scores = {0.0: {**classification_metrics(y_test, y_pred), "coverage": 1.0}}
             if name in uncertainty:
                 scores |= selective_metrics(y_test, y_pred, uncertainty[name], drop_fractions)

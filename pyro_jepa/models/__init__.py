@@ -2,7 +2,7 @@
 
 from .base import SSLMethod
 from .t_jepa import TJEPA
-from .scores import SCORES, row_uncertainty
+from .scores import POSTERIOR_AGGREGATES, ROW_SCORES, aggregate_std
 from .tabular import MaskedPredictor, MaskedTabular, TabularJEPAConfig, TokenEncoder
 from .var_jepa import TERMS, LossWeights, MLPVarJEPA, MLPVarJEPAConfig, VarJEPA, elbo_terms, standard_normal, weighted_loss
 from .var_t_jepa import VarTJEPA
@@ -15,8 +15,9 @@ __all__ = [
     "TJEPA",
     "MaskedPredictor",
     "MaskedTabular",
-    "SCORES",
-    "row_uncertainty",
+    "POSTERIOR_AGGREGATES",
+    "ROW_SCORES",
+    "aggregate_std",
     "TabularJEPAConfig",
     "TokenEncoder",
     "TERMS",

@@ -27,7 +27,7 @@ class SSLMethod(nn.Module):
     * ``name`` (display name) and ``config`` (a hyperparameter dataclass; `settings` records it);
     * `loss(rows, step)` (differentiable) and `diagnostics(rows, step)` (held-out terms, incl. ``loss``);
     * `embed(rows)` (representations, for probe-based selection and downstream use);
-    * optional: `uncertainty`, `loss_weights` (logged, and named when a weighted term overflows),
+    * optional: `uncertainty`, per-row `scores` (``score_names``, ``default_score``), `selectable_from`, `loss_weights` (logged, and named when a weighted term overflows),
       `on_step_end` (e.g. EMA updates), `reseed` (per-rank generators under DDP).
 
     Randomness must come from torch's RNG or generators the method checkpoints through
@@ -46,6 +46,11 @@ class SSLMethod(nn.Module):
         """The weight of each loss term at optimizer step ``step`` (e.g. an ELBO's α with KL warm-up);
         logged per epoch and used to name the weighted term that overflowed. Empty by default."""
         return {}
+
+    def selectable_from(self) -> int:
+        """The first optimizer step whose epoch may be selected as the best (e.g. the end of a KL
+        warm-up, before which neither the loss nor the uncertainty is comparable). 0 by default."""
+        return 0
 
     def loss(self, rows: torch.Tensor, step: int) -> torch.Tensor:
         """Differentiable training objective of one batch of packed rows at optimizer step ``step``."""
@@ -75,3 +80,20 @@ class SSLMethod(nn.Module):
     def uncertainty(self, rows: torch.Tensor) -> torch.Tensor | None:
         """Posterior standard deviations ``(N, D, d)`` of the representation, if the method has any."""
         return None
+
+    # Names of the per-row uncertainty scores `scores` computes (see `pyro_jepa.models.scores`).
+    score_names: tuple[str, ...] = ()
+
+    @property
+    def default_score(self) -> str | None:
+        """The score used when none is named (selective prediction, filtered checkpoint selection)."""
+        return None
+
+    @torch.no_grad()
+    def scores(self, rows: torch.Tensor, names=None, n_masks: int = 8, seed: int = 0) -> dict[str, torch.Tensor]:
+        """Per-row uncertainty scores ``{name: (N,)}`` (higher = less sure); all of ``score_names`` for None.
+
+        Mask-averaged scores use ``n_masks`` mask draws seeded by ``seed``."""
+        if names:
+            raise ValueError(f"{self.name} has no uncertainty scores, asked for {names}")
+        return {}

@@ -16,12 +16,14 @@ from torch import nn
 from ..data.tabular import TabularSchema
 from ..nn import gather_tokens
 from .tabular import EVAL_CHUNK, EVAL_MASK_SEED, MaskedPredictor, MaskedTabular, TabularJEPAConfig, TokenEncoder
+from .scores import check_score_names
 
 
 class TJEPA(MaskedTabular):
     """T-JEPA with EMA target encoder (see the module docstring)."""
 
     name = "T-JEPA"
+    unread_fields = ("weights", "elbo", "decoder_scale", "uncertainty")
 
     def __init__(self, schema: TabularSchema, config: TabularJEPAConfig, seed: int = 0) -> None:
         super().__init__()
@@ -73,3 +75,15 @@ class TJEPA(MaskedTabular):
     @torch.no_grad()
     def embed(self, rows: torch.Tensor) -> torch.Tensor:
         return torch.cat([self.target_encoder(chunk) for chunk in rows.split(EVAL_CHUNK)])
+
+    score_names = ("prediction-error",)
+
+    @property
+    def default_score(self) -> str:
+        return "prediction-error"
+
+    @torch.no_grad()
+    def scores(self, rows: torch.Tensor, names=None, n_masks: int = 8, seed: int = EVAL_MASK_SEED) -> dict[str, torch.Tensor]:
+        """``{"prediction-error": (N,)}``, see `prediction_error`."""
+        check_score_names(names, self.score_names, self.name)
+        return {"prediction-error": self.prediction_error(rows, n_masks, seed)}

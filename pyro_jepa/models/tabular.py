@@ -13,7 +13,7 @@ from ..data.masks import MaskCollator
 from ..data.tabular import TabularSchema
 from ..nn import FeatureTokenizer, gather_tokens, transformer
 from .base import SSLMethod, to_device
-from .scores import SCORES
+from .scores import canonical_score_name
 from .var_jepa import LossWeights
 
 EVAL_MASK_SEED = 20_260_320  # fixed masks for validation terms and mask-averaged scores, so epochs are comparable
@@ -48,7 +48,10 @@ class TabularJEPAConfig:
     # Var-T-JEPA only
     weights: LossWeights = field(default_factory=LossWeights)
     elbo: str = "trace"  # "trace" (Trace_ELBO) or "meanfield" (TraceMeanField_ELBO, analytic KLs)
-    uncertainty: str = "mean"  # per-row aggregate of posterior stds, one of pyro_jepa.uncertainty.SCORES
+    # Numerical decoders' std: "global" (one learned sigma per path, the paper's) or "row" (per row and
+    # feature, predicted from the latent: a heteroscedastic decoder).
+    decoder_scale: str = "global"
+    uncertainty: str = "posterior-mean"  # the default per-row score, a name of pyro_jepa.models.scores.ROW_SCORES
     # T-JEPA only
     ema: tuple[float, float] = (0.996, 1.0)
     n_aux: int = 1
@@ -56,8 +59,9 @@ class TabularJEPAConfig:
     def __post_init__(self) -> None:
         if self.elbo not in ("trace", "meanfield"):
             raise ValueError(f"elbo must be 'trace' or 'meanfield', got {self.elbo!r}")
-        if self.uncertainty not in SCORES:
-            raise ValueError(f"uncertainty must be one of {SCORES}, got {self.uncertainty!r}")
+        if self.decoder_scale not in ("global", "row"):
+            raise ValueError(f"decoder_scale must be 'global' or 'row', got {self.decoder_scale!r}")
+        self.uncertainty = canonical_score_name(self.uncertainty)
         if isinstance(self.weights, dict):
             self.weights = LossWeights(**self.weights)
         self.context_ratio = tuple(self.context_ratio)
@@ -76,6 +80,14 @@ class MaskedTabular(SSLMethod):
     evaluation masks that make validation epochs comparable, and mask-averaged per-row scores.
     A subclass calls `_setup_masks` in its constructor.
     """
+
+    # Fields of the shared TabularJEPAConfig this method never reads while training; left out of
+    # `settings`, so checkpoints resume (and experiments share them) regardless of their values.
+    # The default score is read only by probe-filtered selection, which records it itself.
+    unread_fields: tuple[str, ...] = ("uncertainty",)
+
+    def settings(self) -> dict:
+        return {k: v for k, v in super().settings().items() if k not in self.unread_fields}
 
     def _setup_masks(self, schema: TabularSchema, config: TabularJEPAConfig, seed: int) -> None:
         self.schema, self.config = schema, config
@@ -98,15 +110,12 @@ class MaskedTabular(SSLMethod):
         self, rows: torch.Tensor, score: Callable[[torch.Tensor, torch.Tensor, torch.Tensor], torch.Tensor],
         n_masks: int, seed: int = EVAL_MASK_SEED,
     ) -> torch.Tensor:
-        """``score(rows, context, target) -> (B,)`` averaged over ``n_masks`` seeded mask draws, ``(N,)``."""
+        """``score(rows, context, target) -> (B, ...)`` averaged over ``n_masks`` seeded mask draws, ``(N, ...)``."""
         collator = self.config.mask_collator(self.n_features, seed)
         averages = []
         for chunk in rows.split(EVAL_CHUNK):
-            total = torch.zeros(chunk.shape[0], device=chunk.device)
-            for _ in range(n_masks):
-                masks = collator(chunk.shape[0], chunk.device)
-                total += score(chunk, masks.context, masks.target)
-            averages.append(total / n_masks)
+            masks = [collator(chunk.shape[0], chunk.device) for _ in range(n_masks)]
+            averages.append(sum(score(chunk, m.context, m.target) for m in masks) / n_masks)
         return torch.cat(averages)
 
     def reseed(self, seed: int) -> None:

@@ -74,6 +74,11 @@ class LossWeights:
             "kl_s_y": self.kl_s_y * ramp(self.anneal_s_y),
         }
 
+    @property
+    def warmup_steps(self) -> int:
+        """The step from which every KL weight has its final value."""
+        return max(self.anneal_s_x, self.anneal_z, self.anneal_s_y, 0)
+
     def to_dict(self) -> dict:
         return asdict(self)
 
@@ -204,6 +209,9 @@ class VarJEPA(SSLMethod):
 
     def loss_weights(self, step: int) -> dict[str, float]:
         return self.weights.at(step)
+
+    def selectable_from(self) -> int:
+        return self.weights.warmup_steps
 
     @torch.no_grad()
     def diagnostics(self, rows: torch.Tensor, step: int) -> dict[str, float]:

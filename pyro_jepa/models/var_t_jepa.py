@@ -34,6 +34,7 @@ from ..data.masks import Masks
 from ..data.tabular import TabularSchema
 from ..distributions import MixedTabular
 from ..nn import AttentionPooling, GaussianHead, TabularDecoder, mlp, scatter_tokens
+from .scores import aggregate_std, check_score_names
 from .tabular import EVAL_CHUNK, EVAL_MASK_SEED, MaskedPredictor, MaskedTabular, TabularJEPAConfig, TokenEncoder
 from .var_jepa import VarJEPA, standard_normal
 
@@ -46,6 +47,7 @@ class VarTJEPA(MaskedTabular, VarJEPA):
     """
 
     name = "Var-T-JEPA"
+    unread_fields = ("ema", "n_aux", "uncertainty")
 
     def __init__(self, schema: TabularSchema, config: TabularJEPAConfig, seed: int = 0) -> None:
         super().__init__(weights=config.weights, elbo=config.elbo)
@@ -69,11 +71,16 @@ class VarTJEPA(MaskedTabular, VarJEPA):
         # p(s_y | s_x, z)
         self.predictor = MaskedPredictor(self.n_features, config, conditioned=True)
         self.predictor_head = GaussianHead(config.pred_dim, d)
-        # p(x | s_x), p(y | s_y) with learned global scales
-        self.context_decoder = TabularDecoder(schema, d)
-        self.target_decoder = TabularDecoder(schema, d)
-        self.log_sigma_x = nn.Parameter(torch.zeros(()))
-        self.log_sigma_y = nn.Parameter(torch.zeros(()))
+        # p(x | s_x), p(y | s_y): learned global scales (the paper's) or per-row scales from the latent
+        row_scale = config.decoder_scale == "row"
+        self.context_decoder = TabularDecoder(schema, d, row_scale=row_scale)
+        self.target_decoder = TabularDecoder(schema, d, row_scale=row_scale)
+        if not row_scale:
+            self.log_sigma_x = nn.Parameter(torch.zeros(()))
+            self.log_sigma_y = nn.Parameter(torch.zeros(()))
+        self.score_names = ("posterior-mean", "posterior-q90", "posterior-entropy", "prior-std", "predictive-nll", "predictive-kl", "predictive-mse") + (
+            ("predictive-scale", "decoder-scale") if row_scale else ()
+        )
 
     # -- data arguments of the program: rows and their masks ---------------------------------
     def program_args(self, batch: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
@@ -89,6 +96,14 @@ class VarTJEPA(MaskedTabular, VarJEPA):
             [self.pooled_proj(pooled) + self.prefix_type[0], (self.z_proj(z) + self.prefix_type[1]).unsqueeze(1)], dim=1
         )
         return self.target_head(self.target_encoder(rows, prefix=prefix))
+
+    def decode(self, path: str, latents: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """Numerical means, their stds and categorical logits of p(x | s_x) (``path="x"``) or
+        p(y | s_y) (``"y"``) for feature latents ``(..., D, d)``."""
+        decoder = self.context_decoder if path == "x" else self.target_decoder
+        loc, logits = decoder(latents)
+        scale = decoder.scale(latents) if decoder.row_scale else getattr(self, f"log_sigma_{path}").exp()
+        return loc, scale, logits
 
     def _target_mask(self, context: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
         """``(B, K, D, 1)``: True at the features of each target mask (the positions that enter log p and log q)."""
@@ -115,14 +130,14 @@ class VarTJEPA(MaskedTabular, VarJEPA):
         return dist.Normal(full_loc, full_scale).mask(self._target_mask(context, target)).to_event(3)
 
     def context_likelihood(self, s_x, rows, context, target, cache):
-        loc, logits = self.context_decoder(scatter_tokens(s_x, context, self.n_features))
+        loc, scale, logits = self.decode("x", scatter_tokens(s_x, context, self.n_features))
         observed = Masks(context, target).context_mask(self.n_features)
-        fn = MixedTabular(loc, self.log_sigma_x.exp(), logits, self.cardinalities, feature_mask=observed)
+        fn = MixedTabular(loc, scale, logits, self.cardinalities, feature_mask=observed)
         return fn, rows
 
     def target_likelihood(self, s_y, rows, context, target, cache):
-        loc, logits = self.target_decoder(s_y)
-        fn = MixedTabular(loc, self.log_sigma_y.exp(), logits, self.cardinalities).to_event(1)
+        loc, scale, logits = self.decode("y", s_y)
+        fn = MixedTabular(loc, scale, logits, self.cardinalities).to_event(1)
         return fn, rows.unsqueeze(1).expand(-1, target.shape[1], -1)
 
     def context_posterior(self, rows, context, target, cache):
@@ -156,6 +171,57 @@ class VarTJEPA(MaskedTabular, VarJEPA):
             scales.append(scale)
         return torch.cat(locs), torch.cat(scales)
 
+    def _masked_scores(self, rows: torch.Tensor, context: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+        """``(B, 5)`` for one mask draw with s_x and z at their posterior means: the conditional prior's
+        mean std at the target features; the targets' predictive NLL per feature (the predictor's mean
+        decoded by the target decoder); the mean log decoder std at numerical targets;
+        KL(q(s_y | s_x, z, y) || p(s_y | s_x, z)) per target feature (the ELBO's prediction term); and
+        the squared error of the decoded predictor mean at numerical targets."""
+        s_x, _ = self.context_head(self.context_encoder(rows, index=context))
+        pooled = self.pool(s_x)
+        z, _ = self.aux_encoder(pooled.flatten(1))
+        loc, scale = self.predictor_head(self.predictor(s_x, context, target, condition=z))
+        b, k, _, d = loc.shape
+        index = target.unsqueeze(-1).expand(-1, -1, -1, d)
+        latents = loc.new_zeros(b, k, self.n_features, d).scatter(2, index, loc)
+        num_loc, num_scale, logits = self.decode("y", latents)
+        lp = MixedTabular(num_loc, num_scale, logits, self.cardinalities).feature_log_prob(rows.unsqueeze(1).expand(-1, k, -1))
+        hidden = self._target_mask(context, target).squeeze(-1).float()
+        nll = -(lp * hidden).sum((1, 2)) / hidden.sum((1, 2))
+        hidden_num = hidden[..., : self.schema.n_numerical]
+        n_hidden_num = hidden_num.sum((1, 2)).clamp(min=1)
+        log_scale = (num_scale.log().expand_as(hidden_num) * hidden_num).sum((1, 2)) / n_hidden_num
+        squared_error = (((rows[:, None, : self.schema.n_numerical] - num_loc) ** 2) * hidden_num).sum((1, 2)) / n_hidden_num
+        post_loc, post_scale = (torch.gather(t.unsqueeze(1).expand(-1, k, -1, -1), 2, index) for t in self.target_params(rows, pooled, z))
+        kl = torch.distributions.kl_divergence(dist.Normal(post_loc, post_scale), dist.Normal(loc, scale)).sum(-1).mean((1, 2))
+        return torch.stack([scale.mean((1, 2, 3)), nll, log_scale, kl, squared_error], dim=1)
+
+    @property
+    def default_score(self) -> str:
+        return self.config.uncertainty
+
+    @torch.no_grad()
+    def scores(self, rows: torch.Tensor, names=None, n_masks: int = 8, seed: int = EVAL_MASK_SEED) -> dict[str, torch.Tensor]:
+        """Per-row uncertainty scores ``{name: (N,)}`` (see `pyro_jepa.models.scores.ROW_SCORES`).
+
+        Posterior scores use the whole row (App. D.5); the masked scores (``prior-std``,
+        ``predictive-nll``, ``predictive-scale``, ``predictive-kl``, ``predictive-mse``) average ``n_masks`` training-like mask draws seeded by
+        ``seed`` (the same rows give the same scores; mask sizes are drawn per chunk of rows)."""
+        names = check_score_names(names, self.score_names, self.name)
+        out: dict[str, torch.Tensor] = {}
+        if any(n.startswith("posterior-") or n == "decoder-scale" for n in names):
+            loc, scale = self.posterior(rows)
+            for name in names:
+                if name.startswith("posterior-"):
+                    out[name] = aggregate_std(scale, name.removeprefix("posterior-"))
+            if "decoder-scale" in names:
+                out["decoder-scale"] = self.target_decoder.scale(loc).log().mean(-1)
+        masked = ("prior-std", "predictive-nll", "predictive-scale", "predictive-kl", "predictive-mse")
+        if any(n in masked for n in names):
+            values = self.mask_average(rows, self._masked_scores, n_masks, seed)
+            out |= {n: values[:, i] for i, n in enumerate(masked) if n in names}
+        return {n: out[n] for n in names}
+
     @torch.no_grad()
     def prior_uncertainty(self, rows: torch.Tensor, n_masks: int = 8, seed: int = EVAL_MASK_SEED) -> torch.Tensor:
         """Per-row mean std of the learned conditional prior p(s_y | s_x, z) at the target features,
@@ -163,13 +229,7 @@ class VarTJEPA(MaskedTabular, VarJEPA):
 
         The predictor's own spread: how unsure the model is about hidden features given the rest.
         """
-        def row_scale(chunk, context, target):
-            s_x, _ = self.context_head(self.context_encoder(chunk, index=context))
-            z, _ = self.aux_encoder(self.pool(s_x).flatten(1))
-            _, scale = self.predictor_head(self.predictor(s_x, context, target, condition=z))
-            return scale.mean((1, 2, 3))
-
-        return self.mask_average(rows, row_scale, n_masks, seed)
+        return self.scores(rows, ["prior-std"], n_masks, seed)["prior-std"]
 
     @torch.no_grad()
     def embed(self, rows: torch.Tensor) -> torch.Tensor:

@@ -98,9 +98,16 @@ class TabularDecoder(nn.Module):
 
     Heads are stored as stacked weights so all features decode in one einsum. Categorical
     logits are padded to the largest cardinality; padded classes get a very negative logit.
+
+    With ``row_scale=True`` every numerical feature also gets a linear head for its standard
+    deviation, so the scale varies per row and feature (a heteroscedastic decoder; `scale`):
+    ``sigma = MIN_SCALE + softplus(w_j . h_j + b_j)``, initialised at ``sigma = 1``. The floor keeps
+    log-densities finite; softplus keeps a gradient everywhere (a clamp would not).
     """
 
-    def __init__(self, schema: TabularSchema, dim: int) -> None:
+    MIN_SCALE = 1e-3
+
+    def __init__(self, schema: TabularSchema, dim: int, row_scale: bool = False) -> None:
         super().__init__()
         self.n_numerical = schema.n_numerical
         n_cat, c_max = schema.n_categorical, max(schema.cardinalities, default=1)
@@ -110,6 +117,12 @@ class TabularDecoder(nn.Module):
         self.cat_bias = nn.Parameter(torch.zeros(n_cat, c_max))
         valid = torch.arange(c_max) < torch.tensor(schema.cardinalities, dtype=torch.long).reshape(-1, 1)
         self.register_buffer("cat_valid", valid.reshape(n_cat, c_max), persistent=False)
+        self.row_scale = row_scale
+        if row_scale:
+            self.scale_weight = nn.Parameter(torch.zeros(schema.n_numerical, dim))
+            # softplus^-1(1 - MIN_SCALE): sigma starts at 1, like a global log-sigma of 0.
+            start = torch.log(torch.expm1(torch.tensor(1.0 - self.MIN_SCALE)))
+            self.scale_bias = nn.Parameter(torch.full((schema.n_numerical,), float(start)))
 
     def forward(self, latents: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """``latents (..., D, dim)`` -> numerical means ``(..., D_num)``, logits ``(..., D_cat, C_max)``."""
@@ -118,6 +131,13 @@ class TabularDecoder(nn.Module):
         logits = torch.einsum("...jd,jdc->...jc", h_cat, self.cat_weight) + self.cat_bias
         # float32 so likelihoods are computed in full precision under bf16 autocast.
         return loc.float(), logits.float().masked_fill(~self.cat_valid, -1e4)
+
+    def scale(self, latents: torch.Tensor) -> torch.Tensor:
+        """Per-row standard deviations ``(..., D_num)`` of the numerical features (``row_scale`` only)."""
+        if not self.row_scale:
+            raise RuntimeError("this decoder has one global scale; build it with row_scale=True for per-row scales")
+        raw = torch.einsum("...jd,jd->...j", latents[..., : self.n_numerical, :], self.scale_weight) + self.scale_bias
+        return self.MIN_SCALE + nn.functional.softplus(raw.float())
 
 
 def gather_tokens(tokens: torch.Tensor, index: torch.Tensor) -> torch.Tensor:

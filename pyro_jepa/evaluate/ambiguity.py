@@ -1,0 +1,40 @@
+"""Scores against a known per-row ambiguity u (SIM, corrupted MNIST): Var-JEPA Figure 3's numbers
+and the supervised ceiling that says how high they can go on a given table."""
+
+from __future__ import annotations
+
+import numpy as np
+from sklearn.ensemble import HistGradientBoostingRegressor
+
+from .metrics import roc_auc, spearman
+from .selective import aurc
+
+
+def ambiguity_scores(uncertainty: np.ndarray, ambiguity: np.ndarray, errors: np.ndarray, quantile: float = 0.75) -> dict[str, float]:
+    """Var-JEPA Figure 3's three numbers for one uncertainty score.
+
+    ``aurc`` of abstaining by ``uncertainty`` given the per-row ``errors`` of a predictor,
+    ``spearman`` between uncertainty and the true ambiguity ``u``, and ``roc_auc`` of detecting
+    rows with ``u >= quantile(u)`` by their uncertainty.
+    """
+    ambiguity = np.asarray(ambiguity, dtype=np.float64)
+    return {
+        "aurc": aurc(errors, uncertainty),
+        "spearman": spearman(uncertainty, ambiguity),
+        "roc_auc": roc_auc(ambiguity >= np.quantile(ambiguity, quantile), uncertainty),
+    }
+
+
+def supervised_ceiling(
+    x_train: np.ndarray, u_train: np.ndarray, x_test: np.ndarray, u_test: np.ndarray, quantile: float = 0.75, seed: int = 0
+) -> dict[str, float]:
+    """How well u can be read off the features at all: a gradient-boosting regressor trained *on u*
+    (train rows), scored on test rows by Spearman and by ROC AUC for ``u >= quantile(u)``.
+
+    No label-free score is trained on u, so this is the practical ceiling of any per-row score on the
+    table (a better regressor could raise it a little; the Bayes limit is unknown).
+    """
+    model = HistGradientBoostingRegressor(max_iter=300, learning_rate=0.05, random_state=seed)
+    prediction = model.fit(np.asarray(x_train, dtype=np.float64), np.asarray(u_train, dtype=np.float64)).predict(x_test)
+    u_test = np.asarray(u_test, dtype=np.float64)
+    return {"spearman": spearman(prediction, u_test), "roc_auc": roc_auc(u_test >= np.quantile(u_test, quantile), prediction)}
