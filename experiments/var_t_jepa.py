@@ -33,6 +33,7 @@ from pyro_jepa.evaluate import DownstreamConfig, collapse_report, evaluate_embed
 from pyro_jepa.pipeline import METHODS, plot_training_curves, pretrain, representations, uncertainties
 from pyro_jepa.presets import PRESETS, VARIANTS, make_preset
 from pyro_jepa.report import markdown_table
+from pyro_jepa.run import save_model
 from pyro_jepa.train import MAY_CHANGE_ON_RESUME, SELECTION_RULES, data_fingerprint, resolve_device
 from pyro_jepa.uncertainty import plot_forest, plot_uncertainty, sample_latents, summarize, to_inference_data
 
@@ -224,6 +225,16 @@ def record_resume(out: Path, config: dict) -> dict:
     return {**stored, **{k: config[k] for k in compared}, "resumes": resumes}
 
 
+def kept_warmup(out: Path, weights):
+    """``weights`` with the KL warm-up lengths (steps) the resumed run started with: the presets cap
+    the warm-up at a share of the run, so ``--epochs`` grown on ``--resume`` would otherwise stretch a
+    schedule the run is already inside (or past)."""
+    path = out / "config.json"
+    stored = json_load(path).get("model", {}).get("weights", {}) if path.is_file() else {}
+    kept = {k: stored[k] for k in ("anneal_s_x", "anneal_z", "anneal_s_y") if isinstance(stored.get(k), int)}
+    return replace(weights, **kept)
+
+
 def json_load(path: Path) -> dict:
     try:
         return json.loads(path.read_text())
@@ -261,6 +272,8 @@ def run(args: argparse.Namespace, argv: list[str] | None, rank: distributed.Dist
         weights=replace(model_config.weights, **args.alpha),
         **{k: v for k, v in {"elbo": args.elbo, "uncertainty": args.uncertainty}.items() if v is not None},
     )
+    if args.resume:
+        model_config = replace(model_config, weights=kept_warmup(out, model_config.weights))
     downstream_config = DownstreamConfig(epochs=args.downstream_epochs)
     if rank.is_main:
         config = resolved_config(args, argv, splits, dataset, model_config, train_config, downstream_config, device)
@@ -299,11 +312,15 @@ def run(args: argparse.Namespace, argv: list[str] | None, rank: distributed.Dist
     if not rank.is_main:
         return 0
     y = {s: getattr(splits, s).y.cpu().numpy() for s in ("train", "val", "test")}
+    fitted = {}
     results = evaluate_embeddings(
         features, y["train"], y["val"], y["test"], schema.n_classes, predictors=args.predictors,
         config=downstream_config, seed=args.seed, uncertainty=uncertainty, device=str(device),
-        token_sizes={"raw features": schema.raw_token_sizes},
+        token_sizes={"raw features": schema.raw_token_sizes}, fitted=fitted,
     )
+    for name, method in trained.items():  # usable again: pyro_jepa.load_run(out, name), python -m pyro_jepa
+        save_model(out / "checkpoints" / name, name, method, splits.preprocessor, splits.val,
+                   {p: fitted[(p, method.name)] for p in args.predictors})
     results.insert(0, "dataset", dataset)
     io.write_csv(results, out / "results.csv")
     table = results_table(results)

@@ -157,8 +157,8 @@ def check_resumable(state: dict, path: Path, settings: dict) -> dict[str, tuple]
     return changed
 
 
-def load_checkpoint(path: Path, map_location: str | torch.device = "cpu") -> dict:
-    """Load a checkpoint without executing code (``weights_only=True``), with a clear error."""
+def load_checkpoint(path: Path, map_location: str | torch.device = "cpu", format_tag: str = CHECKPOINT_FORMAT) -> dict:
+    """Load a checkpoint (a dict tagged ``format_tag``) without executing code (``weights_only=True``), with a clear error."""
     path = Path(path)
     if not path.is_file():
         raise CheckpointError(f"checkpoint {path} does not exist")
@@ -168,8 +168,8 @@ def load_checkpoint(path: Path, map_location: str | torch.device = "cpu") -> dic
         state = torch.load(path, map_location=map_location, weights_only=True)
     except Exception as err:  # torch raises several types for truncated or foreign files
         raise CheckpointError(f"{path} is not a readable pyro_jepa checkpoint ({type(err).__name__}: {err})") from err
-    if not isinstance(state, dict) or state.get("format") != CHECKPOINT_FORMAT:
-        raise CheckpointError(f"{path} is not a pyro_jepa checkpoint (missing format tag {CHECKPOINT_FORMAT!r})")
+    if not isinstance(state, dict) or state.get("format") != format_tag:
+        raise CheckpointError(f"{path} is not a pyro_jepa checkpoint (missing format tag {format_tag!r})")
     return state
 
 

@@ -21,6 +21,10 @@ def loaded_after(statement: str) -> set[str]:
         ("import pyro_jepa.nn", {"pyro", "arviz", "pandas", "matplotlib"}),
         ("import pyro_jepa.train", {"arviz", "matplotlib"}),
         ("import pyro_jepa.evaluate", {"arviz", "matplotlib"}),
+        ("import pyro_jepa.run", {"arviz"}),  # saved runs: pandas, no arviz until LoadedRun.sample_latents
+        ("import pyro_jepa.sklearn", {"arviz"}),
+        ("import pyro_jepa", {"torch", "pandas"}),  # pyro_jepa.load_run loads on first use
+        ("import pyro_jepa.__main__", {"torch", "pyro", "arviz", "matplotlib"}),  # --help and usage errors stay fast
     ],
 )
 def test_lower_layers_do_not_load_higher_ones(statement, forbidden):

@@ -10,8 +10,9 @@ from .masks import MaskCollator
 from .tabular import Splits, TabularData, TabularSchema, split_packed
 
 _LAZY = {
-    "TabularPreprocessor": "loaders", "infer_feature_types": "loaders", "load_dataset": "loaders",
-    "read_table": "loaders", "stratified_split": "loaders",
+    "NO_LABEL": "loaders", "ExtraColumnsWarning": "loaders", "TabularPreprocessor": "loaders",
+    "UnseenCategoriesWarning": "loaders", "infer_feature_types": "loaders", "iter_table": "loaders",
+    "load_dataset": "loaders", "read_table": "loaders", "stratified_split": "loaders",
     "DATASETS": "registry", "DatasetNotFoundError": "registry", "DatasetSpec": "registry", "download": "registry",
     "resolve_data_dir": "registry",
     "corrupt_mnist": "sim", "make_sim": "sim", "make_sim_v1": "sim", "make_sim_version": "sim",

@@ -6,10 +6,11 @@ training split only, so validation and test rows never leak into them.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import re
 import warnings
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 
 import numpy as np
@@ -47,6 +48,8 @@ MIN_ROWS_FOR_ID_WARNING = 20
 UNSUPPORTED_CELLS = (list, tuple, dict, set, np.ndarray, bytes, bytearray)
 ID_NAME = re.compile(r"(^|[^a-z])id($|[^a-z])|id$|ID", re.IGNORECASE)
 SPLIT_FRACTIONS = (0.7, 0.1, 0.2)
+# The class id of rows transformed without their label (new data, or a preprocessor fitted without one).
+NO_LABEL = -1
 # SIM and corrupted MNIST are generated once with a fixed seed, like a stored table; the caller's seed
 # varies only the subsample and the split.
 GENERATION_SEED = 0
@@ -109,19 +112,53 @@ def _read_csv(path: Path, na_values: Sequence[str], read_kwargs: dict) -> tuple[
     A data row with more fields than the header is an error, except for one empty trailing field on
     rows ending in a delimiter (``1,2,x,pos,``), which is ignored.
     """
-    sep = read_kwargs.get("sep", read_kwargs.get("delimiter", ","))
-    kwargs = {"keep_default_na": False, "na_values": ["", *na_values], "float_precision": "round_trip", **read_kwargs}
-    raw = pd.read_csv(path, header=None, nrows=1, dtype=str, sep=sep, keep_default_na=False).iloc[0].tolist()
+    sep = _separator(read_kwargs)
+    raw = _raw_header(path, sep)
+    with _wide_rows_checked(path, len(raw), sep):
+        df = pd.read_csv(path, index_col=False, **_csv_kwargs(na_values, read_kwargs))
+    return df, [c for c in raw if c != ""]  # blank names become "Unnamed: i", never duplicates
+
+
+def _separator(read_kwargs: dict) -> str:
+    return read_kwargs.get("sep", read_kwargs.get("delimiter", ","))
+
+
+def _csv_kwargs(na_values: Sequence[str], read_kwargs: dict) -> dict:
+    """pandas.read_csv keywords of the CSV rules: only empty cells (and ``na_values``) missing, exact floats."""
+    exact = {"float_precision": "round_trip"} if PANDAS_2 else {}  # pandas 3 parses exactly by default, and deprecates the flag
+    return {"keep_default_na": False, "na_values": ["", *na_values], **exact, **read_kwargs}
+
+
+def _raw_header(path: Path, sep: str) -> list[str]:
+    """The header line's names as written (pandas would rename a duplicate ``a`` to ``a.1``)."""
+    return pd.read_csv(path, header=None, nrows=1, dtype=str, sep=sep, keep_default_na=False).iloc[0].tolist()
+
+
+@contextlib.contextmanager
+def _wide_rows_checked(path: Path, n_header: int, sep: str) -> Iterator[None]:
+    """Around a pandas read: if pandas warned that rows are wider than the header, `_check_extra_fields`."""
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always", pd.errors.ParserWarning)
-        df = pd.read_csv(path, index_col=False, **kwargs)
+        yield
     if any("Length of header or names does not match" in str(w.message) for w in caught):
-        _check_extra_fields(path, len(raw), sep)
-    return df, [c for c in raw if c != ""]  # blank names become "Unnamed: i", never duplicates
+        _check_extra_fields(path, n_header, sep)
+
+
+class ExtraColumnsWarning(UserWarning):
+    """New data holds columns the preprocessor was not fitted on (they are ignored)."""
+
+
+class UnseenCategoriesWarning(UserWarning):
+    """New data holds categories the preprocessor was not fitted on (they are encoded as unknown)."""
 
 
 class MalformedTableError(ValueError):
     """A file the reader could parse, but whose rows do not fit its header."""
+
+
+PANDAS_2 = int(pd.__version__.split(".")[0]) < 3
+# What pandas and pyarrow raise for files they cannot parse (turned into one ValueError naming the file).
+READ_ERRORS = (pd.errors.ParserError, pd.errors.EmptyDataError, UnicodeDecodeError, OSError, EOFError, ValueError)
 
 
 def _check_extra_fields(path: Path, n_header: int, sep: str) -> None:
@@ -190,6 +227,25 @@ def read_table(path: str | os.PathLike[str], na_values: Sequence[str] = (), **re
     reader cannot parse, data rows wider than the header, and duplicate column names (which pandas
     would silently rename to ``a.1``).
     """
+    path, is_parquet = _check_table_file(path)
+    try:
+        if is_parquet:
+            df = pd.read_parquet(path, **read_kwargs)
+            header = [str(c) for c in df.columns]
+        else:
+            df, header = _read_csv(path, na_values, read_kwargs)
+    except MalformedTableError:
+        raise
+    except READ_ERRORS as err:
+        raise _read_error(path, is_parquet, _separator(read_kwargs), err) from err
+    _check_header(path, header)
+    if len(df) == 0:
+        raise ValueError(f"{path} has a header but no rows")
+    return df
+
+
+def _check_table_file(path: str | os.PathLike[str]) -> tuple[Path, bool]:
+    """An existing, non-empty .csv, .csv.gz or .parquet file (ValueError otherwise); returns it and whether it is Parquet."""
     path = Path(path)
     name = path.name.lower()
     if path.is_dir():
@@ -200,32 +256,99 @@ def read_table(path: str | os.PathLike[str], na_values: Sequence[str] = (), **re
         raise FileNotFoundError(f"no such file: {path}")
     if path.stat().st_size == 0:
         raise ValueError(f"{path} is empty (0 bytes); expected a header line and at least one row")
-    is_parquet = name.endswith(".parquet")
-    try:
-        if is_parquet:
-            df = pd.read_parquet(path, **read_kwargs)
-            header = [str(c) for c in df.columns]
-        else:
-            df, header = _read_csv(path, na_values, read_kwargs)
-    except MalformedTableError:
-        raise
-    except pd.errors.ParserError as err:
+    return path, name.endswith(".parquet")
+
+
+def _read_error(path: Path, is_parquet: bool, sep: str, err: Exception) -> ValueError:
+    """A reader's exception as one ValueError that names the file (and the wide row, if that was the cause)."""
+    if isinstance(err, pd.errors.ParserError):
         wide = re.search(r"Expected (\d+) fields in line (\d+), saw \d+", str(err))
         if wide and not is_parquet:
-            sep = read_kwargs.get("sep", read_kwargs.get("delimiter", ","))
-            raise ValueError(_wide_row_message(path, int(wide.group(2)) - 2, int(wide.group(1)), sep)) from err
-        raise ValueError(f"{path} could not be read as CSV ({type(err).__name__}: {err}); is the file complete?") from err
-    except pd.errors.EmptyDataError as err:
-        raise ValueError(f"{path} has no columns (only blank lines?); expected a header line and rows") from err
-    except (pd.errors.ParserError, UnicodeDecodeError, OSError, EOFError, ValueError) as err:
-        kind = "Parquet" if is_parquet else "CSV"
-        raise ValueError(f"{path} could not be read as {kind} ({type(err).__name__}: {err}); is the file complete?") from err
+            return ValueError(_wide_row_message(path, int(wide.group(2)) - 2, int(wide.group(1)), sep))
+    if isinstance(err, pd.errors.EmptyDataError):
+        return ValueError(f"{path} has no columns (only blank lines?); expected a header line and rows")
+    kind = "Parquet" if is_parquet else "CSV"
+    return ValueError(f"{path} could not be read as {kind} ({type(err).__name__}: {err}); is the file complete?")
+
+
+def _check_header(path: Path, header: Sequence[str]) -> None:
     duplicates = sorted({str(c) for c in header if header.count(c) > 1})
     if duplicates:
         raise ValueError(f"{path} has duplicate column name(s) {duplicates}; rename them so every column is unique")
-    if len(df) == 0:
+
+
+def iter_table(
+    path: str | os.PathLike[str],
+    chunk_rows: int = 10_000,
+    na_values: Sequence[str] = (),
+    text_columns: Sequence[str] = (),
+) -> tuple[list[str], int | None, Iterator[pd.DataFrame]]:
+    """Read a ``.csv``, ``.csv.gz`` or ``.parquet`` file in chunks of ``chunk_rows`` rows, under `read_table`'s rules.
+
+    Returns the column names, the number of rows when the file says so cheaply (Parquet, else None)
+    and an iterator of frames whose index is the 0-based file row. ``text_columns`` are read as text in
+    every chunk (a column of digits in one chunk would otherwise become numbers there). Memory stays
+    at one chunk whatever the file's length. Errors are ValueErrors naming the file (and row), raised
+    before the first chunk for the header and while iterating for the rows.
+    """
+    path, is_parquet = _check_table_file(path)
+    if chunk_rows < 1:
+        raise ValueError(f"chunk_rows must be a positive number of rows, got {chunk_rows}")
+    try:
+        if is_parquet:
+            import pyarrow.parquet as pq
+
+            parquet = pq.ParquetFile(path)
+            header = columns = list(parquet.schema_arrow.names)
+            total = parquet.metadata.num_rows
+            chunks = _parquet_chunks(path, parquet, chunk_rows)
+        else:
+            raw = _raw_header(path, ",")
+            header, total = [c for c in raw if c != ""], None
+            columns = list(pd.read_csv(path, nrows=0, index_col=False).columns)
+            chunks = _csv_chunks(path, len(raw), chunk_rows, _csv_kwargs(na_values, {"dtype": {c: str for c in text_columns}}))
+    except READ_ERRORS as err:
+        raise _read_error(path, is_parquet, ",", err) from err
+    _check_header(path, header)
+    return columns, total, _non_empty(path, chunks)
+
+
+def _csv_chunks(path: Path, n_header: int, chunk_rows: int, kwargs: dict) -> Iterator[pd.DataFrame]:
+    try:
+        with pd.read_csv(path, index_col=False, chunksize=chunk_rows, **kwargs) as reader:
+            while True:
+                with _wide_rows_checked(path, n_header, ","):
+                    chunk = next(reader, None)
+                if chunk is None:
+                    return
+                yield chunk
+    except MalformedTableError:
+        raise
+    except READ_ERRORS as err:
+        raise _read_error(path, False, ",", err) from err
+
+
+def _parquet_chunks(path: Path, parquet, chunk_rows: int) -> Iterator[pd.DataFrame]:
+    start = 0
+    try:
+        for batch in parquet.iter_batches(batch_size=chunk_rows):
+            chunk = batch.to_pandas()
+            chunk.index = pd.RangeIndex(start, start + len(chunk))
+            start += len(chunk)
+            yield chunk
+    except READ_ERRORS as err:
+        raise _read_error(path, True, ",", err) from err
+
+
+def _non_empty(path: Path, chunks: Iterator[pd.DataFrame]) -> Iterator[pd.DataFrame]:
+    """The chunks, or a ValueError when the file holds no rows."""
+    rows = 0
+    for chunk in chunks:
+        rows += len(chunk)
+        if len(chunk):
+            yield chunk
+    if rows == 0:
         raise ValueError(f"{path} has a header but no rows")
-    return df
 
 
 def _sorted_unique(values: pd.Series) -> list:
@@ -281,6 +404,8 @@ class TabularPreprocessor:
     ``infinite="raise"`` (default) refuses ±inf; ``infinite="missing"`` treats it as missing.
     Categorical: train categories in sorted order get codes 1..k; missing or unseen values get 0.
     Label: sorted train classes get ids 0..C-1; a label not seen in training is an error.
+    ``label=None`` fits without a label (self-supervised use, e.g. `pyro_jepa.sklearn`): no label
+    checks, ``schema.classes == ()`` and every row gets the class id `NO_LABEL`.
 
     Validation (`validate`, run by `fit`; every message names the column, the first offending row
     by index label, and what to do): duplicate column names, a missing or single-class label,
@@ -292,7 +417,7 @@ class TabularPreprocessor:
 
     def __init__(
         self,
-        label: str,
+        label: str | None,
         numerical: Sequence[str] | None = None,
         categorical: Sequence[str] | None = None,
         ambiguity_column: str | None = None,
@@ -314,7 +439,9 @@ class TabularPreprocessor:
         self.schema: TabularSchema | None = None
 
     def check_label(self, df: pd.DataFrame) -> None:
-        """Raise ValueError if ``df`` lacks the label column or has missing labels."""
+        """Raise ValueError if ``df`` lacks the label column or has missing labels (nothing to check without a label)."""
+        if self.label is None:
+            return
         if self.label not in df.columns:
             raise ValueError(f"label column {self.label!r} not found; available columns: {list(df.columns)}")
         missing = df[self.label].isna().to_numpy()
@@ -343,6 +470,21 @@ class TabularPreprocessor:
         _check_scalar_cells(df, exclude=self.drop)
         exclude = self._excluded()
         _check_columns(df, exclude, "ambiguity")
+        if self.label is not None:
+            self._check_label_values(df)
+        num, cat = infer_feature_types(df, self.label, self.numerical_override, self.categorical_override, exclude=exclude)
+        declared = self._declared
+        for name in cat:
+            if name not in declared:
+                self._check_inferred_categorical(df, name)
+        self._numeric(df, num)  # non-numeric text, ±inf and (with missing="raise") NaN, with rows
+        if self.missing == "raise":
+            for name in cat:
+                self._refuse_missing(df, name, df[name].isna().to_numpy())
+        return num, cat
+
+    def _check_label_values(self, df: pd.DataFrame) -> None:
+        """A classification label: at least two classes, not a continuous float column."""
         classes = df[self.label].nunique()
         if classes < 2:
             raise ValueError(
@@ -354,16 +496,6 @@ class TabularPreprocessor:
                 f"label column {self.label!r} has {classes} distinct float values in {len(df)} rows; it looks "
                 "continuous, but the library learns classes: bin it into classes or choose another --label"
             )
-        num, cat = infer_feature_types(df, self.label, self.numerical_override, self.categorical_override, exclude=exclude)
-        declared = self._declared
-        for name in cat:
-            if name not in declared:
-                self._check_inferred_categorical(df, name)
-        self._numeric(df, num)  # non-numeric text, ±inf and (with missing="raise") NaN, with rows
-        if self.missing == "raise":
-            for name in cat:
-                self._refuse_missing(df, name, df[name].isna().to_numpy())
-        return num, cat
 
     @staticmethod
     def _check_inferred_categorical(df: pd.DataFrame, name: str) -> None:
@@ -486,8 +618,8 @@ class TabularPreprocessor:
         self.stds = np.where(std > 0, std, 1.0)
 
         self.categories = [_sorted_unique(train_df[c]) for c in cat]
-        self.label_values = _sorted_unique(train_df[self.label])
-        if len(self.label_values) < 2:
+        self.label_values = [] if self.label is None else _sorted_unique(train_df[self.label])
+        if self.label is not None and len(self.label_values) < 2:
             raise ValueError(
                 f"label column {self.label!r} has a single class {self.label_values} in the training data"
             )
@@ -524,17 +656,23 @@ class TabularPreprocessor:
         index = [self.source_numerical.index(n) for n in self.indicators]
         return np.concatenate([x, missing[:, index].astype(np.float64)], axis=1)
 
-    def transform(self, df: pd.DataFrame) -> TabularData:
+    def transform(self, df: pd.DataFrame, labels: bool = True) -> TabularData:
         """Encode ``df`` with the fitted statistics.
 
-        ``df`` must hold the label and every feature column the preprocessor was fitted on (a
-        ValueError lists those it lacks); columns unknown at fit time are ignored with a warning.
+        ``df`` must hold every feature column the preprocessor was fitted on (a ValueError lists
+        those it lacks) and, with ``labels=True``, the label column. With ``labels=False`` the label
+        is not read, even when present, and every row gets the class id `NO_LABEL` (new rows to
+        embed or predict). Columns unknown at fit time are ignored with an `ExtraColumnsWarning`;
+        categories not seen at fit time get code 0, like missing values, with an
+        `UnseenCategoriesWarning` counting them per column (`unseen_categories` counts them without
+        warning, e.g. to report them once for a file read in chunks).
         """
         if self.schema is None:
             raise RuntimeError("call fit() before transform()")
         schema = self.schema
         check_unique_columns(df)
-        self.check_label(df)
+        if labels:
+            self.check_label(df)
         features = [*self.source_numerical, *schema.categorical]
         lacking = [n for n in features if n not in df.columns]
         if lacking:
@@ -542,10 +680,9 @@ class TabularPreprocessor:
                 f"the frame lacks feature column(s) {lacking} that the preprocessor was fitted on; add them "
                 "(empty cells count as missing) or refit on data with the same columns"
             )
-        known = {*features, self.label, *self._excluded(), *self.dropped}
-        extra = [c for c in df.columns if c not in known]
+        extra = self.extra_columns(df.columns)
         if extra:
-            warnings.warn(f"column(s) {extra} were not in the training data and are ignored", UserWarning, stacklevel=2)
+            warnings.warn(f"column(s) {extra} were not in the training data and are ignored", ExtraColumnsWarning, stacklevel=2)
 
         x = self._numeric(df, self.source_numerical)
         missing = np.isnan(x)
@@ -563,25 +700,162 @@ class TabularPreprocessor:
                 f"numerical column {name!r}: row {_shown(df.index[row_pos])} holds {_shown(df[name].iloc[row_pos])}, too large "
                 "for float32 after standardization with the training statistics; check its units or clip outliers"
             )
-        codes = [
-            pd.Index(cats).get_indexer(df[name]).astype(np.int64) + 1  # unseen/missing: -1 -> 0
-            for name, cats in zip(schema.categorical, self.categories)
-        ]
+        codes = self._category_codes(df)
+        warn_unseen_categories(self._unseen(df, codes), stacklevel=2)
         c = np.stack(codes, axis=1) if codes else np.zeros((len(df), 0))
 
-        y = pd.Index(self.label_values).get_indexer(df[self.label]).astype(np.int64)
-        if (y < 0).any():
-            unseen = _sorted_unique(df[self.label][y < 0])
-            raise ValueError(f"label value(s) {unseen} of column {self.label!r} were not seen in the training data")
+        if labels and self.label is not None:
+            y = pd.Index(self.label_values).get_indexer(df[self.label]).astype(np.int64)
+            if (y < 0).any():
+                unseen = _sorted_unique(df[self.label][y < 0])
+                raise ValueError(f"label value(s) {unseen} of column {self.label!r} were not seen in the training data")
+        else:
+            y = np.full(len(df), NO_LABEL, dtype=np.int64)
 
         ambiguity = None
-        if self.ambiguity_column is not None:
+        if self.ambiguity_column is not None and self.ambiguity_column in df.columns:  # known for simulated data only
             ambiguity = torch.tensor(df[self.ambiguity_column].to_numpy(dtype=np.float32))
         rows = torch.as_tensor(np.concatenate([x, c], axis=1), dtype=torch.float32)
         return TabularData(rows, torch.as_tensor(y), schema, ambiguity)
 
+    def _category_codes(self, df: pd.DataFrame) -> list[np.ndarray]:
+        """Codes 1..k of the training categories per categorical column; unseen or missing: 0."""
+        return [
+            pd.Index(cats).get_indexer(df[name]).astype(np.int64) + 1  # unseen/missing: -1 -> 0
+            for name, cats in zip(self.schema.categorical, self.categories)
+        ]
+
+    def _unseen(self, df: pd.DataFrame, codes: list[np.ndarray]) -> dict[str, int]:
+        counts = {name: int(((code == 0) & df[name].notna().to_numpy()).sum()) for name, code in zip(self.schema.categorical, codes)}
+        return {name: n for name, n in counts.items() if n}
+
+    @property
+    def text_columns(self) -> list[str]:
+        """Categorical columns whose training categories are all text (read them as text in every chunk of a file)."""
+        return [name for name, cats in zip(self.schema.categorical, self.categories) if cats and all(isinstance(c, str) for c in cats)]
+
+    def unseen_categories(self, df: pd.DataFrame) -> dict[str, int]:
+        """Per categorical column, how many (non-missing) values of ``df`` were not seen at fit time."""
+        return self._unseen(df, self._category_codes(df))
+
+    def extra_columns(self, columns: Sequence) -> list:
+        """The columns of ``columns`` the preprocessor does not know (not a feature, label, excluded or dropped column)."""
+        known = {*self.source_numerical, *self.schema.categorical, self.label, *self._excluded(), *self.dropped}
+        return [c for c in columns if c not in known]
+
     def fit_transform(self, train_df: pd.DataFrame) -> TabularData:
         return self.fit(train_df).transform(train_df)
+
+    def to_dict(self) -> dict:
+        """The fitted preprocessor as plain JSON values (`from_dict` restores it exactly).
+
+        Statistics are float64 and survive JSON unchanged; category and class values keep their
+        type (text, integer, float or boolean). Raises ValueError for values of other types.
+        """
+        if self.schema is None:
+            raise RuntimeError("call fit() before to_dict()")
+        return {
+            "format": PREPROCESSOR_FORMAT,
+            "label": self.label,
+            "numerical_override": _listed(self.numerical_override),
+            "categorical_override": _listed(self.categorical_override),
+            "ambiguity_column": self.ambiguity_column,
+            "drop": list(self.drop),
+            "missing": self.missing,
+            "infinite": self.infinite,
+            "dropped": list(self.dropped),
+            "source_numerical": list(self.source_numerical),
+            "indicators": list(self.indicators),
+            "medians": _floats(self.medians),
+            "means": _floats(self.means),
+            "stds": _floats(self.stds),
+            "categorical": list(self.schema.categorical),
+            "categories": [_json_values(values, f"column {name!r}") for name, values in zip(self.schema.categorical, self.categories)],
+            "label_values": _json_values(self.label_values, f"label column {self.label!r}"),
+        }
+
+    @classmethod
+    def from_dict(cls, state: dict) -> TabularPreprocessor:
+        """A fitted preprocessor from `to_dict`'s output; ValueError names what is missing or inconsistent."""
+        if not isinstance(state, dict) or state.get("format") != PREPROCESSOR_FORMAT:
+            found = state.get("format") if isinstance(state, dict) else type(state).__name__
+            raise ValueError(f"not a saved preprocessor of format {PREPROCESSOR_FORMAT!r} (found {found!r})")
+        try:
+            pre = cls(state["label"], state["numerical_override"], state["categorical_override"], state["ambiguity_column"],
+                      state["drop"], state["missing"], state["infinite"])
+            pre.dropped = tuple(state["dropped"])
+            pre.source_numerical = tuple(state["source_numerical"])
+            pre.indicators = tuple(state["indicators"])
+            pre.medians, pre.means, pre.stds = (np.asarray(state[k], dtype=np.float64) for k in ("medians", "means", "stds"))
+            categorical = tuple(state["categorical"])
+            pre.categories = [list(values) for values in state["categories"]]
+            pre.label_values = list(state["label_values"])
+        except KeyError as err:
+            raise ValueError(f"saved preprocessor lacks the entry {err}") from err
+        except (TypeError, ValueError) as err:
+            raise ValueError(f"saved preprocessor has a malformed entry ({err})") from err
+        numerical = (*pre.source_numerical, *(n + INDICATOR_SUFFIX for n in pre.indicators))
+        problems = []
+        if len(pre.medians) != len(pre.source_numerical):
+            problems.append(f"{len(pre.medians)} medians for {len(pre.source_numerical)} numerical columns")
+        if not len(pre.means) == len(pre.stds) == len(numerical):
+            problems.append(f"{len(pre.means)} means and {len(pre.stds)} stds for {len(numerical)} numerical features")
+        if not all(np.isfinite(v).all() for v in (pre.medians, pre.means, pre.stds)):
+            problems.append("non-finite statistics")
+        if (pre.stds <= 0).any():
+            problems.append("standard deviations <= 0")
+        if len(pre.categories) != len(categorical):
+            problems.append(f"{len(pre.categories)} category lists for {len(categorical)} categorical columns")
+        unknown = [n for n in pre.indicators if n not in pre.source_numerical]
+        if unknown:
+            problems.append(f"missing-value indicators {unknown} of columns that are not numerical")
+        if problems:
+            raise ValueError("saved preprocessor is inconsistent: " + "; ".join(problems))
+        pre.schema = TabularSchema(
+            numerical=numerical,
+            categorical=categorical,
+            cardinalities=tuple(len(c) + 1 for c in pre.categories),
+            label=pre.label,
+            classes=tuple(str(v) for v in pre.label_values),
+        )
+        return pre
+
+
+PREPROCESSOR_FORMAT = "pyro_jepa-preprocessor-v1"
+JSON_SCALARS = (str, int, float, bool)
+
+
+def _listed(names: Sequence[str] | None) -> list[str] | None:
+    return None if names is None else list(names)
+
+
+def _floats(values: np.ndarray) -> list[float]:
+    return [float(v) for v in values]
+
+
+def _json_values(values: Sequence, what: str) -> list:
+    """Category or class values as JSON scalars (numpy scalars become Python ones); others are refused."""
+    out = [v.item() if isinstance(v, np.generic) else v for v in values]
+    odd = [v for v in out if not isinstance(v, JSON_SCALARS)]
+    if odd:
+        raise ValueError(
+            f"{what} holds values of type {type(odd[0]).__name__} ({odd[0]!r}), which cannot be saved as JSON; "
+            "convert the column to text or numbers before training"
+        )
+    return out
+
+
+def unseen_categories_message(counts: dict[str, int]) -> str:
+    """What `warn_unseen_categories` says about ``counts`` (column -> number of unseen values)."""
+    listed = ", ".join(f"{name!r}: {n}" for name, n in counts.items())
+    return f"categories not seen in the training data, encoded as unknown (code 0, like a missing value); values per column: {listed}"
+
+
+def warn_unseen_categories(counts: dict[str, int], stacklevel: int = 1) -> None:
+    """One `UnseenCategoriesWarning` counting, per categorical column, the values not seen in the training
+    data (none if ``counts`` is empty); ``stacklevel`` as for ``warnings.warn``, counted from the caller."""
+    if counts:
+        warnings.warn(unseen_categories_message(counts), UnseenCategoriesWarning, stacklevel=stacklevel + 1)
 
 
 def stratified_split(
@@ -705,7 +979,10 @@ def load_dataset(
                 f"cannot take a stratified subsample of {max_rows} of the {len(df)} rows by label {label!r} "
                 f"({_class_counts(df[label])}; {err}); use more rows (--max-rows), or merge or drop rare classes"
             ) from err
-        df = df.iloc[np.sort(keep)].reset_index(drop=True)
+        file_rows = np.sort(keep)
+        df = df.iloc[file_rows].reset_index(drop=True)
+    else:
+        file_rows = np.arange(len(df))
     try:
         train, val, test = stratified_split(df[label].to_numpy(), seed)
     except ValueError as err:
@@ -716,4 +993,7 @@ def load_dataset(
             "use more rows (--max-rows), or merge or drop rare classes"
         ) from err
     preprocessor.fit(df.iloc[train])
-    return Splits(*(preprocessor.transform(df.iloc[i]) for i in (train, val, test)), name=name)
+    return Splits(
+        *(preprocessor.transform(df.iloc[i]) for i in (train, val, test)), name=name, preprocessor=preprocessor,
+        source_rows={"train": file_rows[train], "val": file_rows[val], "test": file_rows[test]},
+    )

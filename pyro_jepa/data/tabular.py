@@ -7,10 +7,14 @@ preprocessed numerical features and whose last ``D_cat`` columns are integer cat
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
+from typing import TYPE_CHECKING
 
 import numpy as np
 import torch
+
+if TYPE_CHECKING:
+    from .loaders import TabularPreprocessor
 
 
 @dataclass(frozen=True)
@@ -129,16 +133,23 @@ class TabularData:
 
 @dataclass
 class Splits:
-    """Train/validation/test splits of one table, preprocessed with statistics of ``train`` only."""
+    """Train/validation/test splits of one table, preprocessed with statistics of ``train`` only.
+
+    ``preprocessor`` is the fitted `TabularPreprocessor` that made them (to encode new rows the same
+    way); ``source_rows`` maps each split to the 0-based rows of the source table it holds. Both are
+    set by `load_dataset` and None for splits built otherwise.
+    """
 
     train: TabularData
     val: TabularData
     test: TabularData
     name: str = "table"
+    preprocessor: TabularPreprocessor | None = None
+    source_rows: dict[str, np.ndarray] | None = None
 
     @property
     def schema(self) -> TabularSchema:
         return self.train.schema
 
     def to(self, device: torch.device | str) -> Splits:
-        return Splits(self.train.to(device), self.val.to(device), self.test.to(device), self.name)
+        return replace(self, train=self.train.to(device), val=self.val.to(device), test=self.test.to(device))

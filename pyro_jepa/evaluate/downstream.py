@@ -13,6 +13,7 @@ import dataclasses
 import functools
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
+from pathlib import Path
 
 import numpy as np
 import pandas as pd
@@ -21,6 +22,7 @@ import xgboost
 from sklearn.metrics import log_loss
 from torch import nn
 
+from .. import io
 from .metrics import classification_metrics
 from .selective import selective_metrics
 from .networks import NETWORKS
@@ -85,6 +87,8 @@ class NetworkPredictor:
         mean, std: per-feature train statistics applied before the network.
         best_epoch: epoch (0-based) whose weights were restored.
         best_val_accuracy: validation accuracy at ``best_epoch``.
+        network, n_classes, config: the `NETWORKS` key, class count and settings that built
+            ``module`` (what `load_predictor` needs to build it again; None if unknown).
     """
 
     # Bounds peak memory when predicting on wide flattened embeddings.
@@ -97,12 +101,18 @@ class NetworkPredictor:
         std: torch.Tensor,
         best_epoch: int,
         best_val_accuracy: float,
+        network: str | None = None,
+        n_classes: int | None = None,
+        config: DownstreamConfig | None = None,
     ) -> None:
         self.module = module
         self.mean = mean
         self.std = std
         self.best_epoch = best_epoch
         self.best_val_accuracy = best_val_accuracy
+        self.network = network
+        self.n_classes = n_classes
+        self.config = config
 
     def _logits(self, x: torch.Tensor) -> torch.Tensor:
         """Logits for an already-standardized tensor on the model's device."""
@@ -154,7 +164,8 @@ def train_network(
     with torch.random.fork_rng(devices=cuda_devices):
         torch.manual_seed(seed)
         module = NETWORKS[network](x_tr.shape[1], n_classes, config).to(dev)
-        predictor = NetworkPredictor(module, mean, std, best_epoch=-1, best_val_accuracy=-1.0)
+        predictor = NetworkPredictor(module, mean, std, best_epoch=-1, best_val_accuracy=-1.0, network=network,
+                                     n_classes=n_classes, config=config)
         x_tr = predictor.standardize(x_tr)
         x_va = predictor.standardize(x_val)
         optimizer = torch.optim.AdamW(module.parameters(), lr=config.lr, weight_decay=config.weight_decay)
@@ -253,7 +264,7 @@ PREDICTORS: dict[str, Callable[..., object]] = {
 train_mlp = PREDICTORS["mlp"]
 
 
-def fit_predict(
+def fit_predictor(
     predictor: str,
     features: tuple[np.ndarray, np.ndarray, np.ndarray],
     y_train: np.ndarray,
@@ -263,19 +274,24 @@ def fit_predict(
     seed: int = 0,
     device: str = "cpu",
     token_sizes: Sequence[int] | None = None,
-) -> tuple[np.ndarray, np.ndarray]:
+) -> object:
     """Train ``predictor`` on the train part of ``features`` = (train, val, test) arrays, ``(N, F)`` or
-    ``(N, D, d)``, and return its class probabilities on the validation and test rows.
+    ``(N, D, d)`` (early-stopped on the validation part where it applies); returns the fitted model.
 
     ``token_sizes``: columns per feature token of the attention predictors; ``(N, D, d)`` arrays
     default to ``(d,) * D``, anything else to one token per column.
     """
     config = config or DownstreamConfig()
-    x_tr, x_va, x_te = features
+    x_tr, x_va, _ = features
     sizes = token_sizes or ((np.shape(x_tr)[2],) * np.shape(x_tr)[1] if np.ndim(x_tr) == 3 else None)
     tokens = dataclasses.replace(config, token_sizes=None if sizes is None else tuple(sizes))
-    model = PREDICTORS[predictor](as_feature_matrix(x_tr), y_train, as_feature_matrix(x_va), y_val, n_classes, tokens, seed, device=device)
-    return model.predict_proba(as_feature_matrix(x_va)), model.predict_proba(as_feature_matrix(x_te))
+    return PREDICTORS[predictor](as_feature_matrix(x_tr), y_train, as_feature_matrix(x_va), y_val, n_classes, tokens, seed, device=device)
+
+
+def fit_predict(predictor: str, features: tuple[np.ndarray, np.ndarray, np.ndarray], *args, **kwargs) -> tuple[np.ndarray, np.ndarray]:
+    """`fit_predictor` (same arguments), then the model's class probabilities on the validation and test rows."""
+    model = fit_predictor(predictor, features, *args, **kwargs)
+    return model.predict_proba(as_feature_matrix(features[1])), model.predict_proba(as_feature_matrix(features[2]))
 
 
 def evaluate_embeddings(
@@ -291,6 +307,7 @@ def evaluate_embeddings(
     drop_fractions: Sequence[float] = (0.1, 0.2, 0.5),
     device: str = "cpu",
     token_sizes: Mapping[str, Sequence[int]] | None = None,
+    fitted: dict[tuple[str, str], object] | None = None,
 ) -> pd.DataFrame:
     """Train each predictor on each representation and score it on the test split.
 
@@ -305,6 +322,8 @@ def evaluate_embeddings(
         token_sizes: representation name -> columns per feature token of the attention predictors
             (e.g. ``schema.raw_token_sizes`` for raw features); ``(N, D, d)`` arrays default to
             ``(d,) * D``, anything else to one token per column.
+        fitted: if given, receives every trained predictor as ``fitted[(predictor, representation)]``
+            (e.g. to save them with `save_predictor`).
 
     Returns:
         One row per (predictor, representation, drop) with columns ``predictor``, ``representation``,
@@ -323,11 +342,78 @@ def evaluate_embeddings(
     rows: list[dict[str, object]] = []
     for predictor in predictors:
         for name, splits in features.items():
-            _, proba = fit_predict(predictor, splits, y_train, y_val, n_classes, config, seed, device, (token_sizes or {}).get(name))
-            y_pred = proba.argmax(axis=1)
+            model = fit_predictor(predictor, splits, y_train, y_val, n_classes, config, seed, device, (token_sizes or {}).get(name))
+            if fitted is not None:
+                fitted[(predictor, name)] = model
+            y_pred = model.predict_proba(as_feature_matrix(splits[2])).argmax(axis=1)
             scores = {0.0: {**classification_metrics(y_test, y_pred), "coverage": 1.0}}
             if name in uncertainty:
                 scores |= selective_metrics(y_test, y_pred, uncertainty[name], drop_fractions)
             rows += [{"predictor": predictor, "representation": name, "drop": f, **s} for f, s in scores.items()]
     columns = ["predictor", "representation", "drop", "coverage", "accuracy", "macro_f1"]
     return pd.DataFrame(rows, columns=columns)
+
+
+PREDICTOR_FORMAT = "pyro_jepa-predictor-v1"
+
+
+def save_predictor(model: object, folder: Path, name: str) -> tuple[dict, list[Path]]:
+    """Save a trained downstream predictor in ``folder`` without pickle; returns its metadata and files.
+
+    A `NetworkPredictor` becomes ``predictor-<name>.pt`` (its state dict and input statistics, tensors
+    only, loadable with ``weights_only=True``) plus metadata naming the network and its settings; an
+    XGBoost classifier becomes ``predictor-<name>.json`` in XGBoost's own JSON model format. The
+    metadata (JSON values) is what `load_predictor` needs besides the files.
+    """
+    folder = Path(folder)
+    if isinstance(model, NetworkPredictor):
+        if model.network is None or model.config is None or model.n_classes is None:
+            raise ValueError(f"predictor {name!r} does not record the network that built it; train it with train_network")
+        path = folder / f"predictor-{name}.pt"
+        state = {"format": PREDICTOR_FORMAT, "module": {k: v.detach().cpu() for k, v in model.module.state_dict().items()},
+                 "mean": model.mean.detach().cpu(), "std": model.std.detach().cpu()}
+        io.atomic_write(path, lambda tmp: torch.save(state, tmp))
+        meta = {"kind": "network", "network": model.network, "n_in": int(model.mean.shape[0]), "n_classes": model.n_classes,
+                "config": dataclasses.asdict(model.config), "best_epoch": model.best_epoch,
+                "best_val_accuracy": model.best_val_accuracy, "file": path.name}
+        return meta, [path]
+    if isinstance(model, xgboost.XGBClassifier):
+        path = folder / f"predictor-{name}.json"
+        raw = model.get_booster().save_raw(raw_format="json")
+        io.atomic_write(path, lambda tmp: tmp.write_bytes(bytes(raw)))
+        return {"kind": "xgboost", "n_classes": int(model.n_classes_), "file": path.name}, [path]
+    raise ValueError(f"cannot save predictor {name!r} of type {type(model).__name__}; expected a NetworkPredictor or XGBClassifier")
+
+
+def load_predictor(folder: Path, meta: Mapping, device: str = "cpu") -> object:
+    """The predictor `save_predictor` wrote in ``folder`` with metadata ``meta``, on ``device``.
+
+    Raises ValueError when the files do not match the metadata (another network, another size), and
+    `pyro_jepa.io.CheckpointError` for an unreadable network file.
+    """
+    path = Path(folder) / meta["file"]
+    if meta["kind"] == "xgboost":
+        model = xgboost.XGBClassifier()
+        try:
+            model.load_model(bytearray(path.read_bytes()))
+        except xgboost.core.XGBoostError as err:
+            raise ValueError(f"{path} is not a readable XGBoost model ({str(err).splitlines()[0]})") from err
+        return model
+    if meta["kind"] != "network" or meta["network"] not in NETWORKS:
+        raise ValueError(f"{path}: unknown predictor kind {meta['kind']!r} / network {meta.get('network')!r}")
+    from ..train import load_checkpoint  # here: the engine imports this package
+
+    state = load_checkpoint(path, device, format_tag=PREDICTOR_FORMAT)
+    settings = dict(meta["config"])
+    if settings.get("token_sizes") is not None:
+        settings["token_sizes"] = tuple(settings["token_sizes"])
+    config = DownstreamConfig(**settings)
+    with torch.random.fork_rng(devices=[]):  # building draws initial weights: leave the caller's RNG alone
+        module = NETWORKS[meta["network"]](meta["n_in"], meta["n_classes"], config).to(device)
+    try:
+        module.load_state_dict(state["module"])
+    except RuntimeError as err:
+        raise ValueError(f"{path} does not fit a {meta['network']} with {meta['n_in']} inputs ({str(err).splitlines()[0]})") from err
+    module.eval()
+    return NetworkPredictor(module, state["mean"], state["std"], meta["best_epoch"], meta["best_val_accuracy"],
+                            network=meta["network"], n_classes=meta["n_classes"], config=config)
