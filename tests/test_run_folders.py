@@ -200,8 +200,10 @@ def test_engine_refuses_a_checkpoint_of_another_run_or_without_its_rng(schema, t
 @pytest.mark.parametrize("sig, code, name", [(signal.SIGINT, 130, "Ctrl-C"), (signal.SIGTERM, 143, "SIGTERM")])
 def test_a_second_run_is_refused_and_a_signal_says_how_to_resume(tmp_path, sig, code, name):
     run = tmp_path / "run"
+    # A shell's background job (nohup, `&`, some CI runners) starts with SIGINT ignored, and Python then
+    # keeps ignoring it; the user's Ctrl-C reaches a foreground process, so restore that here.
     first = subprocess.Popen(job("--out", str(run), *LONG), cwd=ROOT, env=environment(), stdout=subprocess.PIPE,
-                             stderr=subprocess.PIPE, text=True)
+                             stderr=subprocess.PIPE, text=True, preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
     try:
         wait_for(run / "checkpoints" / "t-jepa" / "last.pt", first)
         if sig == signal.SIGINT:  # the second run, once: same folder, refused at once
