@@ -47,7 +47,8 @@ from .evaluate.selective import risk_coverage
 from .models import SSLMethod, TabularJEPAConfig
 from .models.scores import canonical_score_name
 from .pipeline import METHODS
-from .train import CHECKPOINT_FORMAT, load_checkpoint, resolve_device, save_checkpoint
+from .checkpoints import CHECKPOINT_FORMAT, load_checkpoint, save_checkpoint
+from .train import resolve_device
 
 MODEL_FORMAT = "pyro_jepa-saved-model-v1"
 MODEL_FILE, WEIGHTS_FILE = "model.json", "best.pt"

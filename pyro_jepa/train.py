@@ -22,11 +22,11 @@ from tqdm.auto import tqdm
 
 from . import distributed, io
 from .data.tabular import TabularData
+from .checkpoints import CHECKPOINT_FORMAT, load_checkpoint, save_checkpoint
 from .io import CheckpointError
 from .evaluate.diagnostics import linear_probe_accuracy
 from .models.base import SSLMethod
 
-CHECKPOINT_FORMAT = "pyro_jepa-checkpoint-v1"
 SELECTION_RULES = ("probe", "loss", "probe-filtered")
 
 
@@ -40,7 +40,7 @@ class TrainConfig:
     informed): the probe's accuracy on the validation rows left after dropping the 20 % most
     uncertain by the method's default score, which favours the selective metrics.
 
-    Epochs that end inside a method's KL warm-up (``method.weights.warmup_steps``) are never
+    Epochs that end inside a method's KL warm-up (``method.selectable_from()``) are never
     selected: their loss weights are not yet the final ones, so neither their validation loss nor
     their uncertainty is comparable with a trained model's.
     """
@@ -111,12 +111,6 @@ def learning_rate(step: int, total_steps: int, warmup_steps: int, base_lr: float
     return base_lr * (min_ratio + (1 - min_ratio) * 0.5 * (1 + math.cos(math.pi * min(progress, 1.0))))
 
 
-def save_checkpoint(state: dict, path: Path) -> None:
-    """Write atomically: a crash, a full disk or an interruption mid-write leaves the previous file
-    intact and no partial file behind."""
-    io.atomic_write(path, lambda tmp: torch.save(state, tmp))
-
-
 def data_fingerprint(*datasets) -> str:
     """sha256 of the rows, labels and schema (or class names) of the given splits: two runs on other
     files, seeds, subsamples or column names get different fingerprints."""
@@ -155,22 +149,6 @@ def check_resumable(state: dict, path: Path, settings: dict) -> dict[str, tuple]
             + ". Rerun with the original settings and data, or start over with --overwrite (or another --out)"
         )
     return changed
-
-
-def load_checkpoint(path: Path, map_location: str | torch.device = "cpu", format_tag: str = CHECKPOINT_FORMAT) -> dict:
-    """Load a checkpoint (a dict tagged ``format_tag``) without executing code (``weights_only=True``), with a clear error."""
-    path = Path(path)
-    if not path.is_file():
-        raise CheckpointError(f"checkpoint {path} does not exist")
-    if path.stat().st_size == 0:
-        raise CheckpointError(f"{path} is not a readable pyro_jepa checkpoint (the file is empty)")
-    try:
-        state = torch.load(path, map_location=map_location, weights_only=True)
-    except Exception as err:  # torch raises several types for truncated or foreign files
-        raise CheckpointError(f"{path} is not a readable pyro_jepa checkpoint ({type(err).__name__}: {err})") from err
-    if not isinstance(state, dict) or state.get("format") != format_tag:
-        raise CheckpointError(f"{path} is not a pyro_jepa checkpoint (missing format tag {format_tag!r})")
-    return state
 
 
 def _optimizer(method: SSLMethod, config: TrainConfig) -> torch.optim.AdamW:

@@ -23,6 +23,7 @@ from sklearn.metrics import log_loss
 from torch import nn
 
 from .. import io
+from ..checkpoints import load_checkpoint, save_checkpoint
 from .metrics import classification_metrics
 from .selective import selective_metrics
 from .networks import NETWORKS
@@ -372,7 +373,7 @@ def save_predictor(model: object, folder: Path, name: str) -> tuple[dict, list[P
         path = folder / f"predictor-{name}.pt"
         state = {"format": PREDICTOR_FORMAT, "module": {k: v.detach().cpu() for k, v in model.module.state_dict().items()},
                  "mean": model.mean.detach().cpu(), "std": model.std.detach().cpu()}
-        io.atomic_write(path, lambda tmp: torch.save(state, tmp))
+        save_checkpoint(state, path)
         meta = {"kind": "network", "network": model.network, "n_in": int(model.mean.shape[0]), "n_classes": model.n_classes,
                 "config": dataclasses.asdict(model.config), "best_epoch": model.best_epoch,
                 "best_val_accuracy": model.best_val_accuracy, "file": path.name}
@@ -401,8 +402,6 @@ def load_predictor(folder: Path, meta: Mapping, device: str = "cpu") -> object:
         return model
     if meta["kind"] != "network" or meta["network"] not in NETWORKS:
         raise ValueError(f"{path}: unknown predictor kind {meta['kind']!r} / network {meta.get('network')!r}")
-    from ..train import load_checkpoint  # here: the engine imports this package
-
     state = load_checkpoint(path, device, format_tag=PREDICTOR_FORMAT)
     settings = dict(meta["config"])
     if settings.get("token_sizes") is not None:
