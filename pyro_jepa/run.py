@@ -101,7 +101,8 @@ def embed_and_score(method: SSLMethod, rows: torch.Tensor, how: str | None) -> t
         if not local:
             raise SavedRunError(f"{method.name} has no latent posterior, so no per-row uncertainty score; use a Var-T-JEPA model")
         raise SavedRunError(f"a saved {method.name} model scores rows by one of {local}, not {how!r}")
-    return method.embed(rows), method.scores(rows, [how])[how]
+    embeddings, scores = method.embed_with_scores(rows, [how])
+    return embeddings, scores[how]
 
 
 # -- abstention rules -------------------------------------------------------------------------------

@@ -95,6 +95,11 @@ def test_var_t_jepa_scores_one_api(schema, table, decoder_scale):
     with pytest.raises(ValueError, match="unknown uncertainty score"):
         model.scores(rows, ["max"])
     assert TJEPA(schema, SMALL).scores(rows, n_masks=1)["prediction-error"].shape == (7,)
+    # One posterior pass for both: the same embeddings and scores as the two calls.
+    embeddings, both = model.embed_with_scores(rows, ["posterior-q90", "predictive-nll"], n_masks=2, seed=5)
+    torch.testing.assert_close(embeddings, model.embed(rows))
+    torch.testing.assert_close(both["posterior-q90"], scores["posterior-q90"])
+    torch.testing.assert_close(both["predictive-nll"], scores["predictive-nll"])
 
 
 def test_predictive_nll_is_the_decoded_predictor_mean_scored_at_hidden_features(schema, table):

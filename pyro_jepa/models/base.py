@@ -27,7 +27,7 @@ class SSLMethod(nn.Module):
     * ``name`` (display name) and ``config`` (a hyperparameter dataclass; `settings` records it);
     * `loss(rows, step)` (differentiable) and `diagnostics(rows, step)` (held-out terms, incl. ``loss``);
     * `embed(rows)` (representations, for probe-based selection and downstream use);
-    * optional: `uncertainty`, per-row `scores` (``score_names``, ``default_score``), `selectable_from`, `loss_weights` (logged, and named when a weighted term overflows),
+    * optional: `uncertainty`, per-row `scores` (``score_names``, ``default_score``, `embed_with_scores`), `selectable_from`, `loss_weights` (logged, and named when a weighted term overflows),
       `on_step_end` (e.g. EMA updates), `reseed` (per-rank generators under DDP).
 
     Randomness must come from torch's RNG or generators the method checkpoints through
@@ -97,3 +97,9 @@ class SSLMethod(nn.Module):
         if names:
             raise ValueError(f"{self.name} has no uncertainty scores, asked for {names}")
         return {}
+
+    @torch.no_grad()
+    def embed_with_scores(self, rows: torch.Tensor, names=None, **options) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+        """`embed` and `scores` (``options``: its ``n_masks``, ``seed``) of the same rows; a method whose
+        two share a forward pass overrides it."""
+        return self.embed(rows), self.scores(rows, names, **options)

@@ -208,9 +208,22 @@ class VarTJEPA(MaskedTabular, VarJEPA):
         ``predictive-nll``, ``predictive-scale``, ``predictive-kl``, ``predictive-mse``) average ``n_masks`` training-like mask draws seeded by
         ``seed`` (the same rows give the same scores; mask sizes are drawn per chunk of rows)."""
         names = check_score_names(names, self.score_names, self.name)
+        needs_posterior = any(n.startswith("posterior-") or n == "decoder-scale" for n in names)
+        return self._scores(rows, names, n_masks, seed, self.posterior(rows) if needs_posterior else None)
+
+    @torch.no_grad()
+    def embed_with_scores(
+        self, rows: torch.Tensor, names=None, n_masks: int = 8, seed: int = EVAL_MASK_SEED
+    ) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+        """`embed` and `scores` from one pass of the posterior networks."""
+        names = check_score_names(names, self.score_names, self.name)
+        posterior = self.posterior(rows)
+        return posterior[0], self._scores(rows, names, n_masks, seed, posterior)
+
+    def _scores(self, rows, names: list[str], n_masks: int, seed: int, posterior) -> dict[str, torch.Tensor]:
         out: dict[str, torch.Tensor] = {}
-        if any(n.startswith("posterior-") or n == "decoder-scale" for n in names):
-            loc, scale = self.posterior(rows)
+        if posterior is not None:
+            loc, scale = posterior
             for name in names:
                 if name.startswith("posterior-"):
                     out[name] = aggregate_std(scale, name.removeprefix("posterior-"))
