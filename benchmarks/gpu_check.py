@@ -39,7 +39,7 @@ from pyro_jepa.data import load_dataset
 from pyro_jepa.models import VarTJEPA
 from pyro_jepa.presets import make_preset
 from pyro_jepa.report import markdown_table
-from pyro_jepa.train import TrainConfig, _optimizer, fit, resolve_device
+from pyro_jepa.train import TrainConfig, _optimizer, clip_gradients, fit, resolve_device
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
@@ -67,7 +67,7 @@ def _step(method: VarTJEPA, optimizer, rows: torch.Tensor, step: int, amp: bool)
         loss = method.loss(rows, step)
     optimizer.zero_grad(set_to_none=True)
     loss.backward()
-    torch.nn.utils.clip_grad_norm_(method.parameters(), 1.0)
+    clip_gradients(method, 1.0)
     optimizer.step()
     return loss.detach()
 

@@ -41,13 +41,14 @@ import pyro
 import torch
 
 from pyro_jepa import cli
+from pyro_jepa.benchmarking import saved_activation_mib, sync
 from pyro_jepa.data import load_dataset
 from pyro_jepa.data.registry import DatasetNotFoundError
 from pyro_jepa.models import VarTJEPA
 from pyro_jepa.models.var_jepa import weighted_loss
 from pyro_jepa.nn import scatter_tokens
-from pyro_jepa.presets import make_preset
-from pyro_jepa.train import _optimizer, resolve_device
+from pyro_jepa.presets import VARIANTS as MODEL_VARIANTS, make_preset
+from pyro_jepa.train import _optimizer, clip_gradients, resolve_device
 
 VARIANTS = ("hand", "pyro", "pyro-nosync", "svi")
 LOG_SQRT_2PI = 0.5 * math.log(2 * math.pi)
@@ -62,9 +63,11 @@ def gaussian_kl(loc_q, scale_q, loc_p, scale_p) -> torch.Tensor:
     return 0.5 * (var_q / var_p + (loc_p - loc_q) ** 2 / var_p + torch.log(var_p / var_q) - 1)
 
 
-def tabular_log_lik(decoder, sigma, latents, rows, n_num: int) -> torch.Tensor:
-    loc, logits = decoder(latents)
-    lp_num = normal_log_density(rows[..., :n_num], loc, sigma)
+def tabular_log_lik(m: VarTJEPA, path: str, latents, rows, n_num: int) -> torch.Tensor:
+    """Per-feature log-density of ``rows`` under the context (``path="x"``) or target (``"y"``) decoder,
+    whose numerical scale is global or per row (the model variant's)."""
+    loc, scale, logits = m.decode(path, latents)
+    lp_num = normal_log_density(rows[..., :n_num], loc, scale)
     codes = rows[..., n_num:].long()
     lp_cat = torch.log_softmax(logits, -1).gather(-1, codes.unsqueeze(-1)).squeeze(-1)
     return torch.cat([lp_num, lp_cat], -1)
@@ -102,8 +105,8 @@ def hand_loss(m: VarTJEPA, rows, context, target, weights: dict[str, float], ana
         kl_sy = normal_log_density(s_y, loc_q, scale_q) - normal_log_density(s_y, loc_p, scale_p)
     n_num = m.schema.n_numerical
     ctx_mask = torch.zeros_like(rows).scatter(1, context, 1.0)
-    rec = tabular_log_lik(m.context_decoder, m.log_sigma_x.exp(), scatter_tokens(s_x, context, n_feat), rows, n_num)
-    gen = tabular_log_lik(m.target_decoder, m.log_sigma_y.exp(), s_w, rows.unsqueeze(1).expand(-1, k, -1), n_num)
+    rec = tabular_log_lik(m, "x", scatter_tokens(s_x, context, n_feat), rows, n_num)
+    gen = tabular_log_lik(m, "y", s_w, rows.unsqueeze(1).expand(-1, k, -1), n_num)
     terms = {
         "rec": -(rec * ctx_mask).sum() / (m_ctx * b),
         "gen": -gen.sum() / (k * n_feat * b),
@@ -151,7 +154,7 @@ class Runner:
         loss = self.loss(rows, context, target, weights)
         self.optimizer.zero_grad(set_to_none=True)
         loss.backward()
-        torch.nn.utils.clip_grad_norm_(self.model.parameters(), self.clip)
+        clip_gradients(self.model, self.clip)
         self.optimizer.step()
 
 
@@ -162,7 +165,7 @@ def setup(args):
     except (DatasetNotFoundError, FileNotFoundError):
         print(f"{args.dataset} not found under {args.data_dir}; falling back to SIM", file=sys.stderr)
         splits, dataset = load_dataset("sim", seed=0), "sim"
-    model_config, train_config = make_preset("paper", dataset, len(splits.train))
+    model_config, train_config = make_preset("paper", dataset, len(splits.train), variant=args.model_variant)
     model_config = replace(model_config, elbo=args.elbo)
     train_config = replace(train_config, batch_size=args.batch_size)
     device = resolve_device(args.device)
@@ -192,26 +195,6 @@ def check_agreement(base: VarTJEPA, rows, masks, weights, analytic: bool) -> tup
     return float(a.detach()), float(b.detach()), grad_err
 
 
-def sync(device: torch.device) -> None:
-    if device.type == "cuda":
-        torch.cuda.synchronize(device)
-
-
-def saved_activation_mib(runner: Runner, rows, context, target, weights) -> float:
-    """MiB of distinct tensors autograd saves for backward during one step: the activation memory
-    that dominates a training step's peak (measured in an extra, untimed step)."""
-    seen: dict[tuple[int, int], int] = {}
-
-    def pack(t: torch.Tensor) -> torch.Tensor:
-        if t.numel():
-            seen[(t.untyped_storage().data_ptr(), t.device.index or 0)] = t.untyped_storage().nbytes()
-        return t
-
-    with torch.autograd.graph.saved_tensors_hooks(pack, lambda t: t):
-        runner.step(rows, context, target, weights)
-    return sum(seen.values()) / 2**20
-
-
 def quartiles(xs: list[float]) -> tuple[float, float, float]:
     q = statistics.quantiles(xs, n=4, method="inclusive")
     return q[0], statistics.median(xs), q[2]
@@ -225,6 +208,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--reps", type=int, default=40, help="timed steps per variant")
     p.add_argument("--warmup", type=int, default=3, help="untimed steps per variant first")
     p.add_argument("--elbo", choices=("trace", "meanfield"), default="trace")
+    p.add_argument("--model-variant", default="default", choices=sorted(MODEL_VARIANTS),
+                   help="the model variant (pyro_jepa.presets.VARIANTS; default: the library's default)")
     p.add_argument("--device", default="auto")
     p.add_argument("--variants", default=",".join(VARIANTS))
     p.add_argument("--threads", type=int, help="torch CPU threads (default: torch's choice)")
@@ -235,7 +220,8 @@ def main(argv: list[str] | None = None) -> int:
     analytic = args.elbo == "meanfield"
     splits, dataset, model_config, train_config, device, base, weights = setup(args)
     n_params = sum(p.numel() for p in base.parameters())
-    print(f"{dataset}: {len(splits.train)} training rows, D={splits.schema.n_features}; paper preset d={model_config.dim}, "
+    print(f"{dataset}: {len(splits.train)} training rows, D={splits.schema.n_features}; paper preset, model variant {args.model_variant} "
+          f"(decoder scale {model_config.decoder_scale}), d={model_config.dim}, "
           f"L={model_config.depth}, Lp={model_config.pred_dim}; {n_params:,} parameters in "
           f"{len(list(base.parameters()))} tensors; batch {args.batch_size}; device {device}, {torch.get_num_threads()} threads")
 
@@ -271,7 +257,7 @@ def main(argv: list[str] | None = None) -> int:
                     times[v].append(time.perf_counter() - t0)
                 if on_gpu:
                     peaks[v] = max(peaks[v], torch.cuda.max_memory_allocated(device) / 2**20)
-        saved = {v: saved_activation_mib(runners[v], rows, m.context, m.target, weights) for v in variants}
+        saved = {v: saved_activation_mib(lambda v=v: runners[v].step(rows, m.context, m.target, weights)) for v in variants}
 
     hand_median = statistics.median(times["hand"]) if "hand" in times else float("nan")
 

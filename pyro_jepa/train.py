@@ -158,7 +158,14 @@ def _optimizer(method: SSLMethod, config: TrainConfig) -> torch.optim.AdamW:
         {"params": [p for p in params if p.ndim >= 2], "weight_decay": config.weight_decay},
         {"params": [p for p in params if p.ndim < 2], "weight_decay": 0.0},
     ]
-    return torch.optim.AdamW(groups, lr=config.lr)
+    # foreach: one kernel per group of tensors instead of ~10 per tensor; the same values bit for bit
+    # as the per-tensor loop (torch picks that loop on CPU by default), and faster (docs/results/performance.md).
+    return torch.optim.AdamW(groups, lr=config.lr, foreach=True)
+
+
+def clip_gradients(method: torch.nn.Module, max_norm: float) -> torch.Tensor:
+    """Clip the global gradient norm of ``method``'s parameters to ``max_norm``; returns the norm before clipping."""
+    return torch.nn.utils.clip_grad_norm_(method.parameters(), max_norm, foreach=True)
 
 
 def _probe_score(method: SSLMethod, train: TabularData, val: TabularData, rows: int, filtered: bool = False) -> float:
@@ -294,7 +301,7 @@ class _Training:
                 loss = self.net(train.rows[distributed.shard(batch, self.rank)], self.step)
             self.optimizer.zero_grad(set_to_none=True)
             loss.backward()
-            grad_norm = torch.nn.utils.clip_grad_norm_(method.parameters(), config.grad_clip)
+            grad_norm = clip_gradients(method, config.grad_clip)
             # One host sync checks loss and gradients before any update, so the weights (and the
             # checkpoints written from them) never turn non-finite; under DDP the all-reduced
             # gradients make every rank stop at the same step.

@@ -1,17 +1,13 @@
 """benchmarks/gpu_check.py runs its tiny version on CPU, so the GPU check cannot rot between GPU days."""
 
-import importlib.util
 import json
 import math
-from pathlib import Path
 
-ROOT = Path(__file__).resolve().parents[1]
+from tests.test_experiment import load_script
 
 
 def test_gpu_check_tiny_on_cpu(tmp_path):
-    spec = importlib.util.spec_from_file_location("gpu_check", ROOT / "benchmarks" / "gpu_check.py")
-    script = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(script)
+    script = load_script("gpu_check", "benchmarks")
     out = tmp_path / "check.json"
     assert script.main(["--tiny", "--device", "cpu", "--out", str(out)]) == 0
     result = json.loads(out.read_text())

@@ -169,7 +169,7 @@ def train_network(
                                      n_classes=n_classes, config=config)
         x_tr = predictor.standardize(x_tr)
         x_va = predictor.standardize(x_val)
-        optimizer = torch.optim.AdamW(module.parameters(), lr=config.lr, weight_decay=config.weight_decay)
+        optimizer = torch.optim.AdamW(module.parameters(), lr=config.lr, weight_decay=config.weight_decay, foreach=True)
         best_state = copy.deepcopy(module.state_dict())
         for epoch in range(config.epochs):
             module.train()

@@ -1,0 +1,89 @@
+"""Measuring a training step: wall time, FLOPs and activation memory (used by ``benchmarks/``).
+
+A user who writes a model variant measures it with the same tools::
+
+    from pyro_jepa.benchmarking import count_flops, median_time, saved_activation_mib
+    flops = count_flops(step)                 # step: a function that runs one training step
+    seconds = median_time(step, reps=10, warmup=3)
+"""
+
+from __future__ import annotations
+
+import statistics
+import time
+from collections.abc import Callable
+
+import torch
+from torch.utils import flop_counter
+
+aten = torch.ops.aten
+
+
+def sync(device: torch.device | str | None = None) -> None:
+    """Wait for the device's queued work (a no-op on CPU), so a wall clock measures the work itself."""
+    device = torch.device(device or "cpu")
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+
+
+def median_time(fn: Callable[[], object], reps: int, warmup: int = 1, device: torch.device | str | None = None) -> float:
+    """Median wall time of ``fn()`` in seconds over ``reps`` calls after ``warmup`` untimed ones."""
+    if reps < 1:
+        raise ValueError(f"reps must be >= 1, got {reps}")
+    for _ in range(warmup):
+        fn()
+    times = []
+    for _ in range(reps):
+        sync(device)
+        started = time.perf_counter()
+        fn()
+        sync(device)
+        times.append(time.perf_counter() - started)
+    return statistics.median(times)
+
+
+def _register_cpu_attention_flops() -> None:
+    """Count the CPU flash-attention kernels as torch counts the CUDA ones. Without this a
+    ``FlopCounterMode`` sees no attention at all on a CPU (torch registers only the GPU kernels)."""
+    forward, backward = aten._scaled_dot_product_flash_attention_for_cpu, aten._scaled_dot_product_flash_attention_for_cpu_backward
+    if forward in flop_counter.flop_registry:
+        return
+
+    @flop_counter.register_flop_formula(forward)
+    def _forward(query_shape, key_shape, value_shape, *args, out_shape=None, **kwargs) -> int:
+        return flop_counter.sdpa_flop_count(query_shape, key_shape, value_shape)
+
+    @flop_counter.register_flop_formula(backward)
+    def _backward(grad_out_shape, query_shape, key_shape, value_shape, *args, out_shape=None, **kwargs) -> int:
+        return flop_counter.sdpa_backward_flop_count(grad_out_shape, query_shape, key_shape, value_shape)
+
+
+def count_flops(fn: Callable[[], object]) -> int:
+    """Floating-point operations of one call of ``fn`` as `torch.utils.flop_counter` counts them
+    (matmuls, convolutions and attention, CPU attention included; elementwise work is not counted)."""
+    _register_cpu_attention_flops()
+    with flop_counter.FlopCounterMode(display=False) as counter:
+        fn()
+    return counter.get_total_flops()
+
+
+def saved_activation_mib(fn: Callable[[], object]) -> float:
+    """MiB of distinct tensors autograd saves for backward while ``fn()`` runs: the activation memory
+    that dominates a training step's peak, on any device (``ru_maxrss`` cannot attribute a peak to one
+    step, and tracemalloc does not see torch's allocator)."""
+    seen: dict[tuple[int, int], int] = {}
+
+    def pack(t: torch.Tensor) -> torch.Tensor:
+        if t.numel():
+            seen[(t.untyped_storage().data_ptr(), t.device.index or 0)] = t.untyped_storage().nbytes()
+        return t
+
+    with torch.autograd.graph.saved_tensors_hooks(pack, lambda t: t):
+        fn()
+    return sum(seen.values()) / 2**20
+
+
+def matmul_flops_per_second(device: torch.device | str | None = None, n: int = 1024, reps: int = 20) -> float:
+    """FLOP/s of an ``n x n`` float32 matmul (2n³ operations) on the current threads: the machine's reference."""
+    a, b = torch.randn(n, n, device=device), torch.randn(n, n, device=device)
+    return 2 * n**3 / median_time(lambda: a @ b, reps, 3, device)
