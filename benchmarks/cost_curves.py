@@ -42,12 +42,12 @@ from matplotlib.ticker import NullFormatter
 from tqdm import tqdm
 
 from pyro_jepa import cli, io
-from pyro_jepa.benchmarking import median_time, saved_activation_mib
+from pyro_jepa.benchmarking import median_time, saved_activation_mib, training_step
 from pyro_jepa.data.tabular import TabularData, TabularSchema
 from pyro_jepa.models import VarTJEPA
 from pyro_jepa.presets import make_preset
 from pyro_jepa.report import figure, save_figure
-from pyro_jepa.train import _optimizer, clip_gradients, fit
+from pyro_jepa.train import _optimizer, fit
 
 AXES: dict[str, list[int]] = {
     "batch": [32, 64, 128, 256, 512, 1024],
@@ -81,12 +81,7 @@ def step_cost(setting: dict, reps: int, batch_seed: int = 1) -> tuple[float, flo
     g = torch.Generator().manual_seed(batch_seed)
 
     def step() -> None:
-        rows = table.rows[torch.randint(0, len(table.rows), (batch,), generator=g)]
-        loss = model.loss(rows, step=10**9)
-        optimizer.zero_grad(set_to_none=True)
-        loss.backward()
-        clip_gradients(model, 1.0)
-        optimizer.step()
+        training_step(model, optimizer, table.rows[torch.randint(0, len(table.rows), (batch,), generator=g)], step=10**9)
 
     with pyro.validation_enabled(False):
         seconds = median_time(step, reps, warmup=1)

@@ -35,11 +35,12 @@ import pyro
 import torch
 
 from pyro_jepa import cli, io
+from pyro_jepa.benchmarking import sync, training_step
 from pyro_jepa.data import load_dataset
 from pyro_jepa.models import VarTJEPA
 from pyro_jepa.presets import make_preset
 from pyro_jepa.report import markdown_table
-from pyro_jepa.train import TrainConfig, _optimizer, clip_gradients, fit, resolve_device
+from pyro_jepa.train import TrainConfig, _optimizer, fit, resolve_device
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
@@ -57,51 +58,36 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     return args
 
 
-def _sync(device: torch.device) -> None:
-    if device.type == "cuda":
-        torch.cuda.synchronize(device)
-
-
-def _step(method: VarTJEPA, optimizer, rows: torch.Tensor, step: int, amp: bool) -> torch.Tensor:
-    with torch.autocast(rows.device.type, dtype=torch.bfloat16, enabled=amp):
-        loss = method.loss(rows, step)
-    optimizer.zero_grad(set_to_none=True)
-    loss.backward()
-    clip_gradients(method, 1.0)
-    optimizer.step()
-    return loss.detach()
-
-
 def time_steps(method: VarTJEPA, train_config: TrainConfig, rows: torch.Tensor, steps: int, amp: bool, warmup: int = 3) -> dict:
     """Median step time (ms), peak CUDA memory (MiB) and the first loss of ``steps`` timed steps."""
     device = rows.device
     optimizer = _optimizer(method, train_config)
     step = method.selectable_from()  # final loss weights: every site and network is active
-    first = float(_step(method, optimizer, rows, step, amp))
+    first = float(training_step(method, optimizer, rows, step, amp))
     for _ in range(warmup - 1):
-        _step(method, optimizer, rows, step, amp)
+        training_step(method, optimizer, rows, step, amp)
     if device.type == "cuda":
         torch.cuda.reset_peak_memory_stats(device)
     times = []
     for _ in range(steps):
-        _sync(device)
+        sync(device)
         started = time.perf_counter()
-        _step(method, optimizer, rows, step, amp)
-        _sync(device)
+        training_step(method, optimizer, rows, step, amp)
+        sync(device)
         times.append(time.perf_counter() - started)
     peak = torch.cuda.max_memory_allocated(device) / 2**20 if device.type == "cuda" else float("nan")
     return {"median_ms": 1000 * statistics.median(times), "peak_mib": peak, "first_loss": first}
 
 
-def check_no_sync(method: VarTJEPA, train_config: TrainConfig, rows: torch.Tensor) -> str:
+def check_nosync(method: VarTJEPA, train_config: TrainConfig, rows: torch.Tensor) -> str:
     """"ok" when a whole training step runs under the CUDA sync debugger in "error" mode, else the error."""
     if rows.device.type != "cuda":
         return "n/a (CPU)"
     optimizer = _optimizer(method, train_config)
-    _step(method, optimizer, rows, 0, False)  # lazy initialisation (optimizer state) outside the check
+    training_step(method, optimizer, rows, 0, False)  # lazy initialisation (optimizer state) outside the check
     torch.cuda.set_sync_debug_mode("error")
     try:
-        _step(method, optimizer, rows, method.selectable_from(), False)
+        training_step(method, optimizer, rows, method.selectable_from(), False)
     except RuntimeError as err:
         return f"FAILED: {str(err).splitlines()[0]}"
     finally:
@@ -144,7 +130,7 @@ def _main(argv: list[str] | None) -> int:
         method.reseed(0)
         results[name] = time_steps(method, train_config, rows, steps, amp)
     results["bf16_vs_fp32_first_loss"] = results["bf16"]["first_loss"] / results["fp32"]["first_loss"]
-    results["no_host_sync"] = check_no_sync(VarTJEPA(splits.schema, model_config).to(device), train_config, rows)
+    results["no_host_sync"] = check_nosync(VarTJEPA(splits.schema, model_config).to(device), train_config, rows)
     with tempfile.TemporaryDirectory() as tmp:
         small = load_dataset(args.dataset, data_dir=args.data_dir, max_rows=300 if args.tiny else 2000, seed=0)
         config = replace(train_config, epochs=1, batch_size=min(batch_size, len(small.train)), select="loss", progress=False,

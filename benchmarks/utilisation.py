@@ -223,16 +223,14 @@ def optimizer_paths(model: torch.nn.Module, reps: int, steps: int = 30) -> dict[
     grads = [[torch.randn(p.shape, generator=g) for p in model.parameters()] for _ in range(steps)]
     after, out = {}, {}
     for path, flag in flags.items():
-        params = [torch.nn.Parameter(p.detach().clone()) for p in model.parameters()]
-        groups = [{"params": [p for p in params if p.ndim >= 2], "weight_decay": 0.05},
-                  {"params": [p for p in params if p.ndim < 2], "weight_decay": 0.0}]
-        optimizer = torch.optim.AdamW(groups, lr=1e-3, **flag)
+        params = torch.nn.ParameterList(torch.nn.Parameter(p.detach().clone()) for p in model.parameters())
+        optimizer = _optimizer(params, TrainConfig(lr=1e-3, weight_decay=0.05), **flag)
         feed = itertools.cycle(grads)
 
         def step() -> None:
             for p, grad in zip(params, next(feed)):
                 p.grad = grad.clone()
-            torch.nn.utils.clip_grad_norm_(params, 1.0, foreach=flag.get("foreach", True))
+            clip_gradients(params, 1.0, foreach=flag.get("foreach", True))
             optimizer.step()
 
         for _ in range(steps):

@@ -16,6 +16,8 @@ from collections.abc import Callable
 import torch
 from torch.utils import flop_counter
 
+from .train import clip_gradients
+
 aten = torch.ops.aten
 
 
@@ -40,6 +42,18 @@ def median_time(fn: Callable[[], object], reps: int, warmup: int = 1, device: to
         sync(device)
         times.append(time.perf_counter() - started)
     return statistics.median(times)
+
+
+def training_step(method: torch.nn.Module, optimizer: torch.optim.Optimizer, rows: torch.Tensor, step: int, amp: bool = False) -> torch.Tensor:
+    """One optimizer step as the engine takes it (loss at optimizer step ``step``, backward, clipping to
+    norm 1, update), without its finiteness check; returns the detached loss. ``amp``: bf16 autocast."""
+    with torch.autocast(rows.device.type, dtype=torch.bfloat16, enabled=amp):
+        loss = method.loss(rows, step)
+    optimizer.zero_grad(set_to_none=True)
+    loss.backward()
+    clip_gradients(method, 1.0)
+    optimizer.step()
+    return loss.detach()
 
 
 def _register_cpu_attention_flops() -> None:

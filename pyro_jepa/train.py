@@ -151,7 +151,9 @@ def check_resumable(state: dict, path: Path, settings: dict) -> dict[str, tuple]
     return changed
 
 
-def _optimizer(method: SSLMethod, config: TrainConfig) -> torch.optim.AdamW:
+def _optimizer(method: torch.nn.Module, config: TrainConfig, **code_path: bool) -> torch.optim.AdamW:
+    """The engine's AdamW over ``method``'s trainable parameters; ``code_path`` (``foreach=``/``fused=``)
+    replaces the engine's foreach kernels, for benchmarks that compare them."""
     params = [p for p in method.parameters() if p.requires_grad]
     # No weight decay on biases, norms, embeddings' 1-D vectors and scalar scales.
     groups = [
@@ -160,12 +162,13 @@ def _optimizer(method: SSLMethod, config: TrainConfig) -> torch.optim.AdamW:
     ]
     # foreach: one kernel per group of tensors instead of ~10 per tensor; the same values bit for bit
     # as the per-tensor loop (torch picks that loop on CPU by default), and faster (docs/results/performance.md).
-    return torch.optim.AdamW(groups, lr=config.lr, foreach=True)
+    return torch.optim.AdamW(groups, lr=config.lr, **(code_path or {"foreach": True}))
 
 
-def clip_gradients(method: torch.nn.Module, max_norm: float) -> torch.Tensor:
-    """Clip the global gradient norm of ``method``'s parameters to ``max_norm``; returns the norm before clipping."""
-    return torch.nn.utils.clip_grad_norm_(method.parameters(), max_norm, foreach=True)
+def clip_gradients(method: torch.nn.Module, max_norm: float, foreach: bool = True) -> torch.Tensor:
+    """Clip the global gradient norm of ``method``'s parameters to ``max_norm``; returns the norm before clipping.
+    ``foreach=False`` is torch's per-tensor loop (the same values; for benchmarks that compare them)."""
+    return torch.nn.utils.clip_grad_norm_(method.parameters(), max_norm, foreach=foreach)
 
 
 def _probe_score(method: SSLMethod, train: TabularData, val: TabularData, rows: int, filtered: bool = False) -> float:

@@ -51,23 +51,22 @@ def test_engine_optimizer_foreach_path_is_bitwise_the_per_tensor_loop(schema):
     per-tensor loop (its CPU default), so switching to them changed no result."""
     table = make_table(schema, 64)
     config = TabularJEPAConfig(dim=16, depth=1, heads=2, ff=32, pred_dim=8, pred_depth=1, pred_heads=2, pred_ff=16)
-    models = []
+    models, optimizers = [], []
     for foreach in (True, False):
         torch.manual_seed(0)
         model = VarTJEPA(schema, config)
-        optimizer = _optimizer(model, TrainConfig(lr=1e-2))
-        if not foreach:
-            groups = [{"params": g["params"], "weight_decay": g["weight_decay"]} for g in optimizer.param_groups]
-            optimizer = torch.optim.AdamW(groups, lr=1e-2, foreach=False)
+        optimizer = _optimizer(model, TrainConfig(lr=1e-2), **({} if foreach else {"foreach": False}))
         torch.manual_seed(1)
         for _ in range(3):
             loss = model.loss(table.rows, step=10**6)
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
-            norm = clip_gradients(model, 0.5) if foreach else torch.nn.utils.clip_grad_norm_(model.parameters(), 0.5, foreach=False)
+            norm = clip_gradients(model, 0.5, foreach=foreach)
             assert norm > 0.5  # clipping is active, so its path matters
             optimizer.step()
         models.append(model)
+        optimizers.append(optimizer)
+    assert all(g["foreach"] for g in optimizers[0].param_groups) and not any(g["foreach"] for g in optimizers[1].param_groups)
     for (name, p), q in zip(models[0].named_parameters(), models[1].parameters()):
         assert torch.equal(p, q), name
 
