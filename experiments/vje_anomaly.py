@@ -3,6 +3,7 @@
     python experiments/vje_anomaly.py --data-dir ../shared/data                                # one-class CIFAR-10, CPU preset
     python experiments/vje_anomaly.py --data-dir ../shared/data --benchmark fmnist-mnist --seeds 0,1,2
     python experiments/vje_anomaly.py --data-dir ../shared/data --classes 0,1,2 --methods vje --prior standard
+    python experiments/vje_anomaly.py --data-dir ../shared/data --out RUN --resume --score-parts   # re-score RUN
     python experiments/vje_anomaly.py --data-dir ../shared/data --preset paper --device cuda
 
 Benchmarks:
@@ -16,10 +17,11 @@ Benchmarks:
 Best epoch by validation loss on held-out training-distribution images (no labels). Scores, higher =
 more anomalous, all on the same trained models: for every method the mean cosine distance to the k
 nearest training features (``k-NN``) and the Mahalanobis distance of the normalized features
-(``Mahalanobis``); for VJE also its negative symmetric ELBO, the negative expected log-likelihood, the
-KL, the typicality ``−E_q[log p_ψ(z)]`` of the clean image's posterior, the negative evidence of the
-clean embedding with the training images' posteriors as prior (`VJE.evidence`), and the posterior
-spread (mean σ, entropy). The run folder holds config.json, metrics.json, results.csv (one row per model and
+(``Mahalanobis``); for VJE the same two on its posterior means μ, its negative symmetric ELBO, the
+negative expected log-likelihood, the KL, the typicality ``−E_q[log p_ψ(z)]`` of the clean image's
+posterior, the KL of that posterior to the training images' aggregate posterior (`VJE.training_kl`),
+the negative evidence of the clean embedding with the training images' posteriors as prior
+(`VJE.evidence`), and the posterior spread (mean σ, entropy). The run folder holds config.json, metrics.json, results.csv (one row per model and
 score), models.csv (budget in optimizer steps, collapse diagnostics, learned σ² distribution),
 results.md and vje_variances.png.
 """
@@ -76,7 +78,7 @@ OOD_DATASET = "mnist-10k"
 FLOATS = "{:.4g}"
 # Display names of VJE's scores (`pyro_jepa.models.vje.SCORES`).
 VJE_SCORE_LABELS = {"neg_elbo": "−ELBO", "neg_loglik": "−log-lik", "kl": "KL", "typicality": "typicality",
-                    "neg_evidence": "−evidence",
+                    "kl_training": "KL to training posteriors", "neg_evidence": "−evidence",
                     "elbo_two_sided": "|Δ ELBO| (typical set)", "mean_sigma": "mean σ", "entropy": "entropy"}
 
 
@@ -89,6 +91,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--ood-test", type=int, default=1000, help="fmnist-mnist: MNIST images scored as out-of-distribution")
     p.add_argument("--knn-k", type=int, default=5, help="neighbours of the k-NN distance score")
     p.add_argument("--score-pairs", type=int, default=4, help="view pairs averaged in VJE's ELBO scores")
+    p.add_argument("--score-parts", action="store_true",
+                   help="VJE: also report the location and the scale term of the KL to the training posteriors alone (a diagnostic)")
     p.add_argument("--resume", action="store_true", help="continue the run in --out: finished models are loaded, not retrained, and re-scored")
     args = p.parse_args(argv)
     if args.resume and (args.out is None or args.overwrite):
@@ -102,6 +106,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     return finish_args(p, args)
 
 
+@torch.no_grad()
 def model_scores(method, train: ImageData, val: ImageData, test_rows: torch.Tensor, args: argparse.Namespace) -> dict[str, np.ndarray]:
     """Every anomaly score of one trained model on ``test_rows``, keyed by display name."""
     label = method.name
@@ -109,8 +114,15 @@ def model_scores(method, train: ImageData, val: ImageData, test_rows: torch.Tens
     scores = {f"{label} (k-NN)": knn_distance_score(x_train, x_test, k=args.knn_k),
               f"{label} (Mahalanobis)": mahalanobis_score(x_train, x_test)}
     if isinstance(method, VJE):
+        # The same two feature scores on the posterior means μ(h), the latent the likelihood reads.
+        mu_train, mu_test = method.posterior(x_train).loc, method.posterior(x_test).loc
+        scores[f"{label} (k-NN on μ)"] = knn_distance_score(mu_train, mu_test, k=args.knn_k)
+        scores[f"{label} (Mahalanobis on μ)"] = mahalanobis_score(mu_train, mu_test)
         for key, value in method.anomaly_scores(test_rows, reference=train.rows, validation=val.rows, pairs=args.score_pairs).items():
             scores[f"{label} ({VJE_SCORE_LABELS[key]})"] = value.numpy()
+        if args.score_parts:
+            for part in ("location", "scale"):
+                scores[f"{label} (KL to training posteriors: {part} term)"] = method.training_kl(train.rows, test_rows, part=part).numpy()
     return scores
 
 

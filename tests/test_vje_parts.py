@@ -147,7 +147,7 @@ def test_anomaly_experiment_writes_a_run_folder(tmp_path):
     assert run_experiment("vje_anomaly", argv) == 0
     metrics = json.loads((out / "metrics.json").read_text())
     vje_scores = {"−ELBO", "−log-lik", "KL", "typicality", "−evidence", "|Δ ELBO| (typical set)", "mean σ", "entropy",
-                  "k-NN", "Mahalanobis"}
+                  "KL to training posteriors", "k-NN", "Mahalanobis", "k-NN on μ", "Mahalanobis on μ"}
     assert set(metrics["mean_auroc"]) == {f"VJE ({s})" for s in vje_scores} | {"SimSiam (k-NN)", "SimSiam (Mahalanobis)"}
     assert all(0.0 <= r["auroc"] <= 1.0 for r in metrics["auroc"])
     assert all(m["steps"] == 1 for m in metrics["models"]) and "var_median" in metrics["models"][0]
@@ -157,6 +157,10 @@ def test_anomaly_experiment_writes_a_run_folder(tmp_path):
     # --resume loads the finished models instead of retraining them: same scores
     assert run_experiment("vje_anomaly", [*argv, "--resume"]) == 0
     assert json.loads((out / "metrics.json").read_text())["auroc"] == metrics["auroc"]
+    # ... and can add the diagnostic split of the KL to the training posteriors
+    assert run_experiment("vje_anomaly", [*argv, "--resume", "--score-parts"]) == 0
+    parts = {f"VJE (KL to training posteriors: {part} term)" for part in ("location", "scale")}
+    assert set(json.loads((out / "metrics.json").read_text())["mean_auroc"]) == set(metrics["mean_auroc"]) | parts
 
 
 def fake_mnist_pair(folder: Path) -> None:

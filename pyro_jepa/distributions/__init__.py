@@ -1,6 +1,7 @@
 """Pyro distributions the papers need."""
 
+from .mixture_kl import kl_to_mixture_bound
 from .polar import PolarStudentT, TangentPolarStudentT, polar
 from .tabular import MixedTabular, mixed_tabular_support
 
-__all__ = ["MixedTabular", "mixed_tabular_support", "PolarStudentT", "TangentPolarStudentT", "polar"]
+__all__ = ["MixedTabular", "kl_to_mixture_bound", "mixed_tabular_support", "PolarStudentT", "TangentPolarStudentT", "polar"]

@@ -27,6 +27,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from ..distributions import kl_to_mixture_bound
 from ..distributions.polar import PROJECTIONS, PolarStudentT, TangentPolarStudentT, polar
 from ..nn import GaussianHead, mlp
 from .image_ssl import EVAL_CHUNK, EVAL_VIEW_SEED, ImageSSL, ImageSSLConfig
@@ -36,7 +37,7 @@ DIRECTIONS = (("ab", 0, 1), ("ba", 1, 0))
 DIRECTIONAL = ("bounded", *PROJECTIONS)
 PRIORS = ("standard", "mixture", "vamp")
 # Per-image scores of `VJE.anomaly_scores`, all oriented so that higher = more anomalous.
-SCORES = ("neg_elbo", "neg_loglik", "kl", "typicality", "neg_evidence", "elbo_two_sided", "mean_sigma", "entropy")
+SCORES = ("neg_elbo", "neg_loglik", "kl", "typicality", "kl_training", "neg_evidence", "elbo_two_sided", "mean_sigma", "entropy")
 # Entries of one (test chunk × reference × d) block in `VJE.evidence`: bounds its memory.
 EVIDENCE_BLOCK = 2**24
 
@@ -241,6 +242,28 @@ class VJE(ImageSSL):
         log_k = math.log(z.shape[1])
         return torch.cat([self.likelihood(z, context).log_prob(c.unsqueeze(1)).logsumexp(-1) - log_k for c in h.split(chunk)])
 
+    def aggregate_prior(self, reference: Posterior) -> dist.Distribution:
+        """The aggregate posterior ``p_agg(z) = (1/K) Σ_k q(z | h_k)`` of ``K`` reference images, event
+        ``(d,)``: the prior that maximizes the ELBO averaged over those images (Hoffman & Johnson, 2016,
+        "ELBO surgery"), i.e. the best ``p_ψ`` the model could have learned from its training data."""
+        k = reference.loc.shape[0]
+        components = dist.Normal(reference.loc, reference.scale).to_event(1)
+        return dist.MixtureSameFamily(dist.Categorical(logits=reference.loc.new_zeros(k)), components)
+
+    @torch.no_grad()
+    def training_kl(self, reference: torch.Tensor, rows: torch.Tensor, part: str = "both") -> torch.Tensor:
+        """``KL(q(z | h) || p_agg)`` ``(N,)`` of the un-augmented ``rows`` against the `aggregate_prior` of
+        the ``reference`` images, in closed form as its Jensen upper bound
+        (`pyro_jepa.distributions.kl_to_mixture_bound`): the KL term of the ELBO under the prior fitted
+        to the training images. Unlike `evidence` it compares posteriors, not one noisy draw per
+        reference image with the target's direction: the posterior noise σ·ε is far longer than μ
+        (docs/results/vje.md), so a single draw's direction is mostly noise, while the KL between two
+        Gaussians is exact in their means and scales. ``part``: the bound's location or scale term alone
+        (see `kl_to_mixture_bound`), a diagnostic."""
+        ref = self.posterior(self.embed(reference))
+        post = self.posterior(self.embed(rows))
+        return kl_to_mixture_bound(post.loc, post.scale, ref.loc, ref.scale, part=part)
+
     @torch.no_grad()
     def anomaly_scores(
         self,
@@ -256,7 +279,7 @@ class VJE(ImageSSL):
         negative symmetric ELBO), ``neg_loglik`` (its expected log-likelihood term) and ``kl``. On the
         un-augmented image's posterior q(z | h): ``typicality`` = ``−E_q[log p_ψ(z)]``, and the
         posterior's spread, ``mean_sigma`` and ``entropy``. With ``reference`` (normal training
-        images) also ``neg_evidence`` = ``−`` `evidence`. With ``validation`` (held-out normal images)
+        images) also ``kl_training`` = `training_kl` and ``neg_evidence`` = ``−`` `evidence`. With ``validation`` (held-out normal images)
         also ``elbo_two_sided`` = ``|−ELBO − mean of −ELBO on validation|``, the typical-set test of
         Nalisnick et al. (2019): an input whose ELBO is atypically *high* is flagged too.
         """
@@ -278,6 +301,7 @@ class VJE(ImageSSL):
             out["entropy"].append(self.entropy(clean))
         scores = {key: torch.cat(value) for key, value in out.items() if value}
         if reference is not None:
+            scores["kl_training"] = self.training_kl(reference, rows)
             scores["neg_evidence"] = -self.evidence(reference, rows, generator)
         if validation is not None:
             typical = self.anomaly_scores(validation, pairs=pairs, samples=samples)["neg_elbo"].mean()
