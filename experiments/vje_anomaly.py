@@ -21,9 +21,9 @@ nearest training features (``k-NN``) and the Mahalanobis distance of the normali
 negative expected log-likelihood, the KL, the typicality ``−E_q[log p_ψ(z)]`` of the clean image's
 posterior, the KL of that posterior to the training images' aggregate posterior (`VJE.training_kl`),
 the negative evidence of the clean embedding with the training images' posteriors as prior
-(`VJE.evidence`), and the posterior spread (mean σ, entropy). The run folder holds config.json, metrics.json, results.csv (one row per model and
-score), models.csv (budget in optimizer steps, collapse diagnostics, learned σ² distribution),
-results.md and vje_variances.png.
+(`VJE.evidence`), and the posterior spread (mean σ, entropy). The run folder holds config.json,
+metrics.json, results.csv (one row per model and score), models.csv (budget in optimizer steps,
+collapse diagnostics, learned σ² distribution), results.md and vje_variances.png.
 """
 
 from __future__ import annotations

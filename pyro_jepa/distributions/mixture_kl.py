@@ -8,8 +8,7 @@ import torch
 
 # Entries of one (rows × components × d) block: bounds the memory of `kl_to_mixture_bound`.
 BLOCK = 2**24
-
-
+# What `kl_to_mixture_bound` returns: the bound, or the bound's location or scale term alone.
 PARTS = ("both", "location", "scale")
 
 

@@ -279,8 +279,8 @@ class VJE(ImageSSL):
         negative symmetric ELBO), ``neg_loglik`` (its expected log-likelihood term) and ``kl``. On the
         un-augmented image's posterior q(z | h): ``typicality`` = ``−E_q[log p_ψ(z)]``, and the
         posterior's spread, ``mean_sigma`` and ``entropy``. With ``reference`` (normal training
-        images) also ``kl_training`` = `training_kl` and ``neg_evidence`` = ``−`` `evidence`. With ``validation`` (held-out normal images)
-        also ``elbo_two_sided`` = ``|−ELBO − mean of −ELBO on validation|``, the typical-set test of
+        images) also ``kl_training`` = `training_kl` and ``neg_evidence`` = ``−`` `evidence`. With
+        ``validation`` (held-out normal images) also ``elbo_two_sided`` = ``|−ELBO − mean of −ELBO on validation|``, the typical-set test of
         Nalisnick et al. (2019): an input whose ELBO is atypically *high* is flagged too.
         """
         pairs = pairs or self.config.score_pairs
