@@ -184,8 +184,8 @@ def summary_table(frame: pd.DataFrame, benchmark: str) -> pd.DataFrame:
     wide.columns = [str(c) for c in wide.columns]
     table = wide.copy()
     table["mean"] = wide.mean(axis=1)
-    if benchmark != "one-class":
-        table["std"] = wide.std(axis=1, ddof=1) if wide.shape[1] > 1 else np.nan
+    if benchmark != "one-class" and wide.shape[1] > 1:  # one seed has no spread to report
+        table["std"] = wide.std(axis=1, ddof=1)
     return table.reset_index()
 
 

@@ -189,6 +189,20 @@ def test_fmnist_mnist_benchmark_writes_a_run_folder(tmp_path):
     assert "std" in (out / "results.md").read_text()
 
 
+
+def test_ood_summary_reports_a_spread_only_over_several_seeds():
+    sys.path.insert(0, str(EXPERIMENTS))
+    try:
+        summary_table = __import__("vje_anomaly").summary_table
+    finally:
+        sys.path.remove(str(EXPERIMENTS))
+        sys.modules.pop("vje_anomaly", None)
+    frame = pd.DataFrame({"seed": [0, 1, 0, 1], "task": "t", "score": ["a", "a", "b", "b"], "auroc": [0.6, 0.8, 0.5, 0.5]})
+    table = summary_table(frame, "fmnist-mnist").set_index("score")
+    assert table.loc["a", "mean"] == pytest.approx(0.7) and table.loc["a", "std"] == pytest.approx(0.1414, abs=1e-4)
+    assert "std" not in summary_table(frame[frame["seed"] == 0], "fmnist-mnist")  # one seed: no NaN column
+    assert "std" not in summary_table(frame, "one-class")
+
 def test_mnist_10k_loader(tmp_path):
     fake_mnist_pair(tmp_path)
     train, test = load_images("mnist-10k", tmp_path)
