@@ -79,7 +79,7 @@ def time_steps(method: VarTJEPA, train_config: TrainConfig, rows: torch.Tensor, 
     return {"median_ms": 1000 * statistics.median(times), "peak_mib": peak, "first_loss": first}
 
 
-def check_nosync(method: VarTJEPA, train_config: TrainConfig, rows: torch.Tensor) -> str:
+def check_no_sync(method: VarTJEPA, train_config: TrainConfig, rows: torch.Tensor) -> str:
     """"ok" when a whole training step runs under the CUDA sync debugger in "error" mode, else the error."""
     if rows.device.type != "cuda":
         return "n/a (CPU)"
@@ -130,7 +130,7 @@ def _main(argv: list[str] | None) -> int:
         method.reseed(0)
         results[name] = time_steps(method, train_config, rows, steps, amp)
     results["bf16_vs_fp32_first_loss"] = results["bf16"]["first_loss"] / results["fp32"]["first_loss"]
-    results["no_host_sync"] = check_nosync(VarTJEPA(splits.schema, model_config).to(device), train_config, rows)
+    results["no_host_sync"] = check_no_sync(VarTJEPA(splits.schema, model_config).to(device), train_config, rows)
     with tempfile.TemporaryDirectory() as tmp:
         small = load_dataset(args.dataset, data_dir=args.data_dir, max_rows=300 if args.tiny else 2000, seed=0)
         config = replace(train_config, epochs=1, batch_size=min(batch_size, len(small.train)), select="loss", progress=False,
