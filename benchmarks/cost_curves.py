@@ -11,6 +11,9 @@ Each curve varies one setting of the ``cpu`` preset (SIM's mask ratios and loss 
 * ``depth``: layers of each encoder (the predictor keeps its 2);
 * ``tokens``: features per row, 8 to 784 (a numerical table of that width, batch ``--tokens-batch``,
   32 by default, so that the 784-feature point fits in a minute);
+* ``group``: numerical features per token (`TabularJEPAConfig.group_size`) at 784 features and the
+  ``tokens`` curve's batch: 1 (784 tokens) to 28 (28 tokens), what a user of a wide table can do
+  about the tokens curve;
 * ``rows``: rows per epoch, timed through the engine (`pyro_jepa.train.fit`, one epoch: training
   steps, validation on a seventh as many rows, the linear probe, checkpoints).
 
@@ -54,10 +57,13 @@ AXES: dict[str, list[int]] = {
     "dim": [16, 32, 64, 128],
     "depth": [1, 2, 4, 8],
     "tokens": [8, 16, 32, 64, 128, 256, 784],
+    "group": [1, 2, 4, 8, 16, 28],
     "rows": [1000, 2000, 4000, 8000, 16000],
 }
 LABELS = {"batch": "batch size (rows per step)", "dim": "latent width d", "depth": "encoder depth (layers)",
-          "tokens": "features per row (tokens)", "rows": "training rows per epoch"}
+          "tokens": "features per row (tokens)", "group": "features per token (784 features)",
+          "rows": "training rows per epoch"}
+WIDE_FEATURES = 784  # the group curve's width: MNIST's pixels
 BASE_FEATURES = 32  # SIM's width (28 numerical + 4 categorical); the synthetic tables are numerical
 MEMORY_MASK_SEED = 12_345
 
@@ -74,7 +80,7 @@ def step_cost(setting: dict, reps: int, batch_seed: int = 1) -> tuple[float, flo
     n_features, batch = setting["tokens"], setting["batch"]
     table = synthetic_table(4 * batch, n_features, seed=0)
     config, train = make_preset("cpu", "sim", 7000)
-    config = replace(config, dim=setting["dim"], depth=setting["depth"])
+    config = replace(config, dim=setting["dim"], depth=setting["depth"], group_size=setting["group_size"])
     torch.manual_seed(0)
     model = VarTJEPA(table.schema, config)
     optimizer = _optimizer(model, train)
@@ -103,7 +109,7 @@ def epoch_cost(n_rows: int) -> float:
 
 
 def slope(xs: list[float], ys: list[float]) -> float:
-    """Log-log slope between the last two points: 1 is linear growth, 2 quadratic."""
+    """Log-log slope between the last two points: 1 is linear growth, 2 quadratic (negative: the cost falls)."""
     return math.log(ys[-1] / ys[-2]) / math.log(xs[-1] / xs[-2])
 
 
@@ -120,7 +126,9 @@ def plot(frame: pd.DataFrame, path: Path) -> None:
                 continue
             x = part["value"].to_numpy(dtype=float)
             ax.loglog(x, values, "o-", label="measured")
-            ax.loglog(x, values[0] * x / x[0], "--", color="grey", label="linear from the first point")
+            # grouping divides the tokens: linear in tokens is 1/x in the group size
+            reference = values[0] * (x[0] / x if axis == "group" else x / x[0])
+            ax.loglog(x, reference, "--", color="grey", label="linear (in tokens) from the first point")
             ax.set_xticks(x, [f"{v:g}" for v in x])
             ax.xaxis.set_minor_formatter(NullFormatter())
             ax.yaxis.set_minor_formatter(NullFormatter())
@@ -152,14 +160,18 @@ def main(argv: list[str] | None = None) -> int:
     if args.threads:
         torch.set_num_threads(args.threads)
     args.out_dir.mkdir(parents=True, exist_ok=True)
-    base = {"batch": 256, "dim": 32, "depth": 2, "tokens": BASE_FEATURES}
+    base = {"batch": 256, "dim": 32, "depth": 2, "tokens": BASE_FEATURES, "group_size": 1}
+    wide = {"batch": args.tokens_batch, "tokens": WIDE_FEATURES}
     points = [(axis, v) for axis in args.axes for v in AXES[axis] if args.max_value is None or v <= args.max_value]
     records = []
     for axis, value in tqdm(points, desc="cost curves", disable=None):
         if axis == "rows":
             records.append({"axis": axis, "value": value, "seconds": epoch_cost(value), "activations_mib": float("nan")})
             continue
-        setting = base | ({"batch": args.tokens_batch} if axis == "tokens" else {}) | {axis: value}
+        if axis == "group":
+            setting = base | wide | {"group_size": value}
+        else:
+            setting = base | ({"batch": args.tokens_batch} if axis == "tokens" else {}) | {axis: value}
         seconds, memory = step_cost(setting, args.reps)
         records.append({"axis": axis, "value": value, "seconds": seconds, "activations_mib": memory, **{f"setting_{k}": v for k, v in setting.items()}})
     frame = pd.DataFrame(records)

@@ -65,6 +65,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         "--alpha",
         help="override final loss weights, e.g. 'rec=1,gen=1,kl_s_x=1,kl_z=1,kl_s_y=1' (all 1 = the plain ELBO)",
     )
+    model.add_argument("--group-size", type=int,
+                       help="numerical features per token (consecutive columns share one, like an image patch; default 1): "
+                       "for very wide tables, whose attention cost grows with the square of the token count")
     model.add_argument("--amp", choices=("none", "bf16"), default="none",
                        help="bf16: run the networks under bfloat16 autocast (log-densities and KLs stay float32); for GPUs")
     model.add_argument("--select", choices=SELECTION_RULES, default="probe",
@@ -98,7 +101,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         p.error(f"--data {args.data}: no such file")
     if args.data is None and args.dataset not in SIM_VERSIONS and args.dataset not in DATASETS:
         p.error(f"--dataset {args.dataset!r} is unknown; choose {' or '.join(SIM_VERSIONS)} or one of {sorted(DATASETS)}, or pass --data FILE")
-    for flag, least in (("max_rows", 1), ("epochs", 1), ("batch_size", 2), ("downstream_epochs", 1),
+    for flag, least in (("max_rows", 1), ("epochs", 1), ("batch_size", 2), ("group_size", 1), ("downstream_epochs", 1),
                         ("posterior_samples", 1), ("posterior_rows", 1)):
         value = getattr(args, flag)
         if value is not None and value < least:
@@ -270,7 +273,7 @@ def run(args: argparse.Namespace, argv: list[str] | None, rank: distributed.Dist
     model_config = replace(
         model_config,
         weights=replace(model_config.weights, **args.alpha),
-        **{k: v for k, v in {"elbo": args.elbo, "uncertainty": args.uncertainty}.items() if v is not None},
+        **{k: v for k, v in {"elbo": args.elbo, "uncertainty": args.uncertainty, "group_size": args.group_size}.items() if v is not None},
     )
     if args.resume:
         model_config = replace(model_config, weights=kept_warmup(out, model_config.weights))
@@ -337,10 +340,10 @@ def run(args: argparse.Namespace, argv: list[str] | None, rank: distributed.Dist
         var = trained["var-t-jepa"]
         rows = splits.test.rows[: args.posterior_rows].to(device)
         idata = to_inference_data(
-            sample_latents(var, rows, args.posterior_samples), list(range(len(rows))), schema.feature_names
+            sample_latents(var, rows, args.posterior_samples), list(range(len(rows))), var.token_names
         )
         summarize(idata, ["z", "s_w"]).to_csv(out / "arviz_summary.csv")
-        plot_forest(idata, "s_w", {"feature": list(schema.feature_names[:2]), "latent": list(range(min(4, model_config.dim)))}, out / "posterior_forest.png")
+        plot_forest(idata, "s_w", {"feature": list(var.token_names[:2]), "latent": list(range(min(4, model_config.dim)))}, out / "posterior_forest.png")
         ambiguity = None if splits.test.ambiguity is None else splits.test.ambiguity.cpu().numpy()
         plot_uncertainty(uncertainty[var.name], y["test"], schema.classes, ambiguity, out / "uncertainty.png")
 

@@ -175,9 +175,10 @@ ABSTENTION_RULES: dict[str, Callable[[Calibration, float, str | None], float]] =
 # -- files ------------------------------------------------------------------------------------------
 
 
-def embedding_names(feature_names: tuple[str, ...], dim: int) -> list[str]:
-    """Column names of a flattened ``(N, D, d)`` embedding: ``<feature>__<k>`` in flattening order."""
-    return [f"{feature}__{k}" for feature in feature_names for k in range(dim)]
+def embedding_names(token_names: tuple[str, ...], dim: int) -> list[str]:
+    """Column names of a flattened ``(N, T, d)`` embedding: ``<token>__<k>`` in flattening order
+    (a token is a feature, or a group of them: `pyro_jepa.nn.token_names`)."""
+    return [f"{token}__{k}" for token in token_names for k in range(dim)]
 
 
 def save_model(
@@ -228,7 +229,7 @@ def save_model(
         "method": method_name,
         "model": method.config,
         "uncertainty_score": score,
-        "embedding": {"features": len(preprocessor.schema.feature_names), "dim": method.config.dim},
+        "embedding": {"features": len(preprocessor.schema.feature_names), "tokens": method.n_tokens, "dim": method.config.dim},
         "predictors": meta,
         "default_predictor": default,
         "files": {path.name: sha256_file(path) for path in files},
@@ -409,7 +410,7 @@ class LoadedRun:
     @property
     def embedding_names(self) -> list[str]:
         """Column names of the flattened embedding (`embed`)."""
-        return embedding_names(self.feature_names, self.method.config.dim)
+        return embedding_names(self.method.token_names, self.method.config.dim)
 
     @property
     def device(self) -> torch.device:
@@ -457,7 +458,7 @@ class LoadedRun:
         with torch.random.fork_rng(devices=[rows.device] if rows.device.type == "cuda" else []):
             torch.manual_seed(seed)
             samples = sample_latents(self.method, rows, n)
-        return to_inference_data(samples, list(df.index), self.feature_names)
+        return to_inference_data(samples, list(df.index), self.method.token_names)
 
     def _predictor(self, name: str | None) -> tuple[str, object]:
         name = name or self.default_predictor

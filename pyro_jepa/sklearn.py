@@ -11,8 +11,9 @@
 job (`pyro_jepa.data.TabularPreprocessor`, without a label) on ``X``, holds out
 ``validation_fraction`` of the rows to choose the best epoch by validation loss, and pre-trains with
 the preset's settings (`pyro_jepa.presets`), overridden by the parameters given. ``transform(X)``
-returns the flattened posterior means (T-JEPA: target-encoder outputs), float32 ``(n, D * d)``;
-`get_feature_names_out` names them ``<feature>__<k>``. ``save(path)`` writes a run folder that
+returns the flattened posterior means (T-JEPA: target-encoder outputs), float32 ``(n, T * d)`` over
+the ``T`` tokens (one per feature, fewer with ``group_size > 1``); `get_feature_names_out` names
+them ``<token>__<k>``, a token being a feature or ``first..last`` for a group. ``save(path)`` writes a run folder that
 ``load(path)`` (and `pyro_jepa.load_run`) reads back, without pickle.
 """
 
@@ -38,6 +39,7 @@ from .data.loaders import INDICATOR_SUFFIX, TabularPreprocessor
 from .data.tabular import Splits
 from .pipeline import pretrain
 from .presets import make_preset
+from .nn import token_names
 from .run import SavedRunError, embed_and_score, embedding_names, load_run, save_model
 from .train import resolve_device
 
@@ -59,6 +61,7 @@ class _JEPAEmbedder(TransformerMixin, BaseEstimator):
         lr: float | None = None,
         dim: int | None = None,
         depth: int | None = None,
+        group_size: int = 1,
         validation_fraction: float = 0.1,
         numerical: list[str] | None = None,
         categorical: list[str] | None = None,
@@ -75,6 +78,7 @@ class _JEPAEmbedder(TransformerMixin, BaseEstimator):
         self.lr = lr
         self.dim = dim
         self.depth = depth
+        self.group_size = group_size
         self.validation_fraction = validation_fraction
         self.numerical = numerical
         self.categorical = categorical
@@ -203,15 +207,17 @@ class _JEPAEmbedder(TransformerMixin, BaseEstimator):
         return [str(n) for n in names] if names is not None else [f"x{i}" for i in range(self.n_features_in_)]
 
     def _output_names(self, rename: dict[str, str] | None = None) -> list[str]:
-        features = [_renamed(name, rename or {}) for name in self.preprocessor_.schema.feature_names]
-        return embedding_names(tuple(features), self.model_.config.dim)
+        schema = self.preprocessor_.schema
+        numerical, categorical = ([_renamed(name, rename or {}) for name in names] for names in (schema.numerical, schema.categorical))
+        return embedding_names(token_names(numerical, categorical, self.model_.config.group_size), self.model_.config.dim)
 
     def _configs(self, n_train: int, seed: int):
         # epochs and batch size through the preset: it fits the KL warm-up to the run's steps
         model_config, train_config = make_preset(self.preset, "table", n_train, self.epochs, self.batch_size)
         overrides = {"lr": self.lr} if self.lr is not None else {}
         train_config = replace(train_config, seed=seed, device=self.device, select="loss", progress=self.progress, **overrides)
-        model = {k: v for k, v in {"dim": self.dim, "depth": self.depth, "uncertainty": self.uncertainty}.items() if v is not None}
+        model = {k: v for k, v in {"dim": self.dim, "depth": self.depth, "group_size": self.group_size,
+                                   "uncertainty": self.uncertainty}.items() if v is not None}
         return replace(model_config, **model), train_config
 
     def _saved_state(self) -> dict:
@@ -248,7 +254,8 @@ class VarTJEPAEmbedder(_JEPAEmbedder):
     """Var-T-JEPA as a scikit-learn transformer (see the module docstring for the parameters' meaning).
 
     Parameters: ``preset`` ("cpu" or "paper", `pyro_jepa.presets`) and its overrides ``epochs``,
-    ``batch_size``, ``lr``, ``dim`` (d), ``depth`` (encoder layers); ``validation_fraction`` of the rows
+    ``batch_size``, ``lr``, ``dim`` (d), ``depth`` (encoder layers), ``group_size`` (numerical features per
+    token, for wide tables: `TabularJEPAConfig.group_size`); ``validation_fraction`` of the rows
     choose the best epoch (validation loss); ``numerical``/``categorical``/``drop``/``missing`` as in
     `TabularPreprocessor`; ``uncertainty`` the row score saved with the model (one of `pyro_jepa.run.ROW_LOCAL_SCORES`);
     ``device``; ``random_state`` fixes the split, initial weights, masks and sampling; ``progress`` shows a bar.

@@ -37,12 +37,13 @@ HDI_PROB = 0.9
 def sample_latents(method, rows: torch.Tensor, num_samples: int = 200) -> dict[str, np.ndarray]:
     """Draw ``num_samples`` joint guide samples of ``s_x``, ``z`` and ``s_w`` for each row.
 
-    The whole row is the context and the single "target mask" covers every feature, so ``s_w``
+    The whole row is the context and the single "target mask" covers every token, so ``s_w``
     is the posterior of the full-row representation used downstream. Shapes:
-    ``s_x (S, N, D, d)``, ``z (S, N, d)``, ``s_w (S, N, D, d)``.
+    ``s_x (S, N, T, d)``, ``z (S, N, d)``, ``s_w (S, N, T, d)`` (``T`` tokens: one per feature
+    unless the model groups them).
     """
-    n, d = rows.shape
-    context = torch.arange(d, device=rows.device).expand(n, d)
+    n, t = rows.shape[0], method.n_tokens
+    context = torch.arange(t, device=rows.device).expand(n, t)
     target = context.unsqueeze(1)
     was_training = method.training
     method.eval()
@@ -59,7 +60,10 @@ def sample_latents(method, rows: torch.Tensor, num_samples: int = 200) -> dict[s
 def to_inference_data(
     samples: dict[str, np.ndarray], row_ids: Sequence, feature_names: Sequence[str]
 ):
-    """arviz data with dims ``row``, ``feature``, ``latent`` (plus the sample dims of the version)."""
+    """arviz data with dims ``row``, ``feature``, ``latent`` (plus the sample dims of the version).
+
+    ``feature_names`` name the model's tokens (`MaskedTabular.token_names`): the features, or
+    their groups when the model groups them."""
     dims = {"s_x": ["row", "feature", "latent"], "z": ["row", "latent_z"], "s_w": ["row", "feature", "latent"]}
     d, d_z = samples["s_w"].shape[-1], samples["z"].shape[-1]
     coords = {"row": list(row_ids), "feature": list(feature_names), "latent": list(range(d)), "latent_z": list(range(d_z))}

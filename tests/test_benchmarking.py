@@ -108,6 +108,16 @@ def test_cost_curves_tiny_run(tmp_path):
     assert (tmp_path / "cost_curves.png").stat().st_size > 0
 
 
+def test_cost_curves_feature_groups_cut_the_cost_of_a_wide_table(tmp_path):
+    assert load_script("cost_curves", "benchmarks").main(
+        ["--axes", "group", "--max-value", "4", "--tokens-batch", "2", "--reps", "1", "--out-dir", str(tmp_path)]
+    ) == 0
+    frame = pd.read_csv(tmp_path / "cost_curves.csv")
+    assert list(frame["value"]) == [1, 2, 4] and (frame["setting_tokens"] == 784).all()
+    memory = frame["activations_mib"].to_numpy()
+    assert (memory[1:] < memory[:-1]).all()  # 784, 392, 196 tokens
+
+
 def test_transformer_gives_the_same_outputs_and_gradients_with_either_attention_backend(schema):
     """The engine leaves the attention kernel to torch (flash on CPU, measured fastest in
     docs/results/performance.md); forcing the math backend changes outputs and gradients by rounding only."""

@@ -75,6 +75,20 @@ def test_pandas_output_and_feature_names(sim):
         embedder.transform(X.rename(columns={"x0": "renamed"}))
 
 
+def test_grouped_features_take_fewer_tokens_and_name_them(sim, tmp_path):
+    X, _ = sim  # 28 numerical columns x0..x27, then 4 categorical
+    embedder = VarTJEPAEmbedder(**TINY, group_size=5, random_state=0).fit(X.iloc[:100])
+    names = embedder.get_feature_names_out()
+    assert embedder.transform(X.iloc[:10]).shape == (10, (6 + 4) * 8) and len(names) == (6 + 4) * 8
+    assert names[0] == "x0..x4__0" and names[5 * 8] == "x25..x27__0" and names[-1] == "cat3__7"
+    run = load_run(embedder.save(tmp_path / "grouped"))
+    assert run.embedding_names == list(names)
+    tokens = run.sample_latents(X.iloc[:2], n=3).posterior["s_w"].coords["feature"].values
+    assert list(tokens[:2]) == ["x0..x4", "x5..x9"] and len(tokens) == 10
+    baseline = TJEPAEmbedder(**TINY, group_size=5, random_state=0).fit(X.iloc[:100])
+    assert baseline.transform(X.iloc[:10]).shape == (10, (6 + 4) * 8)
+
+
 def test_inside_a_column_transformer(sim):
     X, y = sim
     columns = ColumnTransformer([

@@ -13,16 +13,17 @@ from pyro_jepa.models import LossWeights, MLPVarJEPA, TabularJEPAConfig, VarTJEP
 from pyro_jepa.data.tabular import TabularSchema
 from pyro_jepa.distributions import MixedTabular
 from pyro_jepa.models.var_jepa import TERMS, elbo_terms, weighted_loss
-from pyro_jepa.nn import TabularDecoder, scatter_tokens
+from pyro_jepa.nn import FeatureTokenizer, TabularDecoder, scatter_tokens, token_names, token_of_feature
 
 SMALL = TabularJEPAConfig(dim=8, depth=1, heads=2, ff=16, dropout=0.0, n_pool=2, pred_dim=8, pred_depth=1, pred_heads=2, pred_ff=16, pred_dropout=0.0)
 PAPER_LIKE = LossWeights(rec=0.1, gen=1.0, kl_s_x=1e-2, kl_z=1e-3, kl_s_y=0.5, anneal_s_x=10, anneal_z=10, anneal_s_y=10)
 
 
-@pytest.fixture(params=["global", "row"])
+@pytest.fixture(params=[("global", 1), ("row", 1), ("row", 2)], ids=["global", "row", "row-grouped"])
 def model(schema, request):
     torch.manual_seed(0)
-    return VarTJEPA(schema, replace(SMALL, decoder_scale=request.param)).eval()
+    scale, group_size = request.param
+    return VarTJEPA(schema, replace(SMALL, decoder_scale=scale, group_size=group_size)).eval()
 
 
 @pytest.fixture
@@ -41,8 +42,10 @@ def traces(model, data, weights=None):
 def test_sites_and_shapes(model, data):
     rows, context, target = data
     b, d, k = rows.shape[0], SMALL.dim, target.shape[1]
+    # 5 numerical features in pairs take 3 tokens, each categorical 1
+    assert model.n_tokens == {1: 7, 2: 5}[model.config.group_size]
     prior, guide = traces(model, data)
-    expected = {"s_x": (b, context.shape[1], d), "z": (b, d), "s_y": (b, k, rows.shape[1], d)}
+    expected = {"s_x": (b, context.shape[1], d), "z": (b, d), "s_y": (b, k, model.n_tokens, d)}
     for name, shape in expected.items():
         assert not prior.nodes[name]["is_observed"]
         assert guide.nodes[name]["value"].shape == shape
@@ -54,10 +57,11 @@ def test_sites_and_shapes(model, data):
     assert latent == {"s_x", "z", "s_y"}
 
 
-def _non_context_change(rows, context):
-    """Rows whose non-context features (the targets) are altered, context features kept."""
+def _non_context_change(model, rows, context):
+    """Rows whose non-context features (the targets) are altered, the context tokens' features kept."""
     changed = rows.clone()
-    keep = torch.zeros_like(rows, dtype=torch.bool).scatter(1, context, True)
+    token = torch.tensor(token_of_feature_by_hand(model.config.group_size))
+    keep = torch.zeros(rows.shape[0], int(token.max()) + 1, dtype=torch.bool).scatter(1, context, True)[:, token]
     n_num = 5
     changed[:, :n_num] = torch.where(keep[:, :n_num], rows[:, :n_num], rows[:, :n_num] + 3.0)
     return changed
@@ -75,7 +79,7 @@ def test_model_s_y_depends_on_s_x_and_z_not_on_y(model, data):
     latents = {"s_x": guide.nodes["s_x"]["value"], "z": guide.nodes["z"]["value"]}
     value = guide.nodes["s_y"]["value"]
     base = _s_y_log_prob("model", model, latents, data, value)
-    other_y = _s_y_log_prob("model", model, latents, (_non_context_change(rows, context), context, target), value)
+    other_y = _s_y_log_prob("model", model, latents, (_non_context_change(model, rows, context), context, target), value)
     torch.testing.assert_close(base, other_y)
     other_z = _s_y_log_prob("model", model, {**latents, "z": latents["z"] + 1.0}, data, value)
     other_s_x = _s_y_log_prob("model", model, {**latents, "s_x": latents["s_x"] + 1.0}, data, value)
@@ -89,7 +93,7 @@ def test_guide_s_y_depends_on_y(model, data):
     latents = {"s_x": guide.nodes["s_x"]["value"], "z": guide.nodes["z"]["value"]}
     value = guide.nodes["s_y"]["value"]
     base = _s_y_log_prob("guide", model, latents, data, value)
-    other_y = _s_y_log_prob("guide", model, latents, (_non_context_change(rows, context), context, target), value)
+    other_y = _s_y_log_prob("guide", model, latents, (_non_context_change(model, rows, context), context, target), value)
     assert not torch.allclose(base, other_y)
 
 
@@ -130,10 +134,16 @@ def tabular_log_lik(decoder, sigma, latents, rows, n_num=5):
     return torch.cat([lp_num, lp_cat], -1)
 
 
+def token_of_feature_by_hand(group_size, n_num=5, n_cat=2):
+    return [j // group_size for j in range(n_num)] + [math.ceil(n_num / group_size) + i for i in range(n_cat)]
+
+
 def hand_terms(model, data, s_x, z, s_y, analytic):
     """The five terms of Eq. 10, batch-averaged, from the networks and the given samples."""
     rows, context, target = data
     b, d_feat = rows.shape
+    token = torch.tensor(token_of_feature_by_hand(model.config.group_size))
+    n_tokens = int(token.max()) + 1
     k, m_trg = target.shape[1:]
     m_ctx = context.shape[1]
     loc_x, scale_x = model.context_head(model.context_encoder(rows, index=context))
@@ -154,12 +164,12 @@ def hand_terms(model, data, s_x, z, s_y, analytic):
         kl_sx = normal_log_density(s_x, loc_x, scale_x) - normal_log_density(s_x, zero, one)
         kl_z = normal_log_density(z, loc_z, scale_z) - normal_log_density(z, zero, one)
         kl_sy = normal_log_density(s_y_trg, loc_q, scale_q) - normal_log_density(s_y_trg, loc_p, scale_p)
-    ctx_mask = torch.zeros_like(rows).scatter(1, context, 1.0)
+    ctx_mask = torch.zeros(b, n_tokens).scatter(1, context, 1.0)[:, token]  # the features of the context tokens
     sigma_x, sigma_y = (None, None) if model.config.decoder_scale == "row" else (model.log_sigma_x.exp(), model.log_sigma_y.exp())
-    rec = tabular_log_lik(model.context_decoder, sigma_x, scatter_tokens(s_x, context, d_feat), rows)
+    rec = tabular_log_lik(model.context_decoder, sigma_x, scatter_tokens(s_x, context, n_tokens), rows)
     gen = tabular_log_lik(model.target_decoder, sigma_y, s_y, rows.unsqueeze(1).expand(-1, k, -1))
     return {
-        "rec": -(rec * ctx_mask).sum() / (m_ctx * b),
+        "rec": -(rec * ctx_mask).sum() / (m_ctx * d_feat / n_tokens * b),  # per observed feature
         "gen": -gen.sum() / (k * d_feat * b),
         "kl_s_x": kl_sx.sum() / (m_ctx * b),
         "kl_z": kl_z.sum() / b,
@@ -213,11 +223,12 @@ def test_zero_weight_removes_a_term(model, data):
     torch.testing.assert_close(loss, weighted_loss(terms, weights), rtol=1e-5, atol=1e-5)
 
 
-def test_training_steps_lower_the_loss(schema):
+@pytest.mark.parametrize("group_size", [1, 2])
+def test_training_steps_lower_the_loss(schema, group_size):
     from tests.conftest import make_table
 
     torch.manual_seed(0)
-    model = VarTJEPA(schema, SMALL)
+    model = VarTJEPA(schema, replace(SMALL, group_size=group_size))
     train, val = make_table(schema, 256, seed=1), make_table(schema, 128, seed=2)
     before = model.eval().diagnostics(val.rows, step=0)["loss"]
     optimizer = torch.optim.Adam(model.parameters(), lr=3e-3)
@@ -315,3 +326,64 @@ def test_row_scale_model_has_no_global_sigmas(schema):
     assert not hasattr(model, "log_sigma_x") and "decoder-scale" in model.score_names
     with pytest.raises(ValueError, match="decoder_scale"):
         replace(SMALL, decoder_scale="feature")
+
+
+def test_feature_groups_map_features_to_tokens(schema):
+    """5 numerical features in groups of 2 take tokens 0, 0, 1, 1, 2; the categoricals 3 and 4."""
+    assert token_of_feature(schema, 2).tolist() == [0, 0, 1, 1, 2, 3, 4] == token_of_feature_by_hand(2)
+    assert token_of_feature(schema, 1).tolist() == list(range(7))
+    assert token_names(schema.numerical, schema.categorical, 2) == ("n0..n1", "n2..n3", "n4", "c0", "c1")
+    assert token_names(schema.numerical, schema.categorical, 1) == schema.feature_names
+    model = VarTJEPA(schema, replace(SMALL, group_size=2))
+    assert model.n_tokens == 5 and model.token_names[0] == "n0..n1"
+    token_mask = torch.tensor([[True, False, False, True, False]])
+    assert model.feature_mask(token_mask).tolist() == [[True, True, False, False, False, True, False]]
+
+
+def test_grouped_tokenizer_is_a_patch_embedding_by_hand():
+    """Token g = sum_{j in g} x_j W[g, j] + b_g + e_num + e_pos[g]; a short last group ignores its padding."""
+    schema = TabularSchema(numerical=("a", "b", "c"), categorical=("k",), cardinalities=(2,), label="y", classes=("0", "1"))
+    tokenizer = FeatureTokenizer(schema, dim=2, group_size=2)
+    assert tokenizer.num_weight.shape == (2, 2, 2) and tokenizer.position.shape == (3, 2)
+    with torch.no_grad():
+        tokenizer.num_weight.copy_(torch.tensor([[[1.0, 0.0], [0.0, 2.0]], [[3.0, 1.0], [99.0, 99.0]]]))
+        tokenizer.num_bias.copy_(torch.tensor([[0.5, 0.5], [0.0, -1.0]]))
+        tokenizer.type_embedding.copy_(torch.tensor([[0.1, 0.0], [0.0, 0.2]]))
+        tokenizer.position.zero_()
+        tokenizer.cat_embedding.weight.copy_(torch.tensor([[7.0, 8.0], [9.0, 10.0]]))
+    tokens = tokenizer(torch.tensor([[1.0, 2.0, 3.0, 1.0]]))  # a, b, c, k = code 1
+    expected = torch.tensor([[
+        [1.0 + 0.5 + 0.1, 2.0 * 2.0 + 0.5],  # a * [1, 0] + b * [0, 2] + b_0 + e_num
+        [3.0 * 3.0 + 0.1, 3.0 * 1.0 - 1.0],  # c * [3, 1] + b_1 + e_num; the 99s are padding
+        [9.0, 10.0 + 0.2],  # the categorical's own token
+    ]])
+    torch.testing.assert_close(tokens, expected)
+
+
+def test_grouped_decoder_heads_read_their_group_token_by_hand():
+    """Feature j's mean and scale are linear heads of the token that holds j."""
+    schema = TabularSchema(numerical=("a", "b", "c"), categorical=("k",), cardinalities=(2,), label="y", classes=("0", "1"))
+    decoder = TabularDecoder(schema, dim=2, row_scale=True, group_size=2)
+    with torch.no_grad():
+        decoder.num_weight.copy_(torch.tensor([[1.0, 0.0], [0.0, 2.0], [1.0, 1.0], [50.0, 50.0]]))  # last row: padding
+        decoder.num_bias.copy_(torch.tensor([0.5, -1.0, 0.0]))
+        decoder.scale_weight.copy_(torch.tensor([[1.0, 0.0], [0.0, 0.0], [0.0, -1.0], [50.0, 50.0]]))
+        decoder.scale_bias.zero_()
+        decoder.cat_weight.copy_(torch.tensor([[[1.0, 0.0], [0.0, 1.0]]]))
+        decoder.cat_bias.zero_()
+    latents = torch.tensor([[[0.3, -0.2], [1.0, 0.4], [2.0, 3.0]]])  # tokens (a, b), (c), (k)
+    loc, logits = decoder(latents)
+    torch.testing.assert_close(loc, torch.tensor([[0.3 + 0.5, -0.4 - 1.0, 1.4]]))
+    softplus = torch.nn.functional.softplus
+    torch.testing.assert_close(decoder.scale(latents), 0.001 + softplus(torch.tensor([[0.3, 0.0, -0.4]])))
+    torch.testing.assert_close(logits, torch.tensor([[[2.0, 3.0]]]))
+
+
+def test_group_size_is_checked_and_left_out_of_settings_at_one(schema):
+    assert "group_size" not in VarTJEPA(schema, SMALL).settings()  # checkpoints from before grouping resume
+    assert VarTJEPA(schema, replace(SMALL, group_size=2)).settings()["group_size"] == 2
+    with pytest.raises(ValueError, match="group_size must be a whole number"):
+        replace(SMALL, group_size=0)
+    with pytest.raises(ValueError, match="at least 2 tokens"):
+        VarTJEPA(TabularSchema(numerical=("a", "b"), categorical=(), cardinalities=(), label="y", classes=("0", "1")),
+                 replace(SMALL, group_size=2))

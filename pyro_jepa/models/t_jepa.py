@@ -30,7 +30,7 @@ class TJEPA(MaskedTabular):
         self._setup_masks(schema, config, seed)
         self.context_encoder = TokenEncoder(schema, config)
         self.target_encoder = copy.deepcopy(self.context_encoder).requires_grad_(False)
-        self.predictor = MaskedPredictor(self.n_features, config, conditioned=False, n_aux=config.n_aux)
+        self.predictor = MaskedPredictor(self.n_tokens, config, conditioned=False, n_aux=config.n_aux)
         self.predictor_head = nn.Linear(config.pred_dim, config.dim)
 
     def _squared_errors(self, rows: torch.Tensor, context: torch.Tensor, target: torch.Tensor) -> torch.Tensor:

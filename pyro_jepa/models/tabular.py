@@ -11,7 +11,7 @@ from torch import nn
 
 from ..data.masks import MaskCollator
 from ..data.tabular import TabularSchema
-from ..nn import FeatureTokenizer, gather_tokens, transformer
+from ..nn import FeatureTokenizer, gather_tokens, token_names, token_of_feature, transformer
 from .base import SSLMethod, to_device
 from .scores import canonical_score_name
 from .var_jepa import LossWeights
@@ -42,6 +42,10 @@ class TabularJEPAConfig:
     pred_heads: int = 4  # Hp
     pred_ff: int = 256  # ffp
     pred_dropout: float = 0.002  # dropp
+    # Numerical features per token (consecutive columns share one, embedded like an image patch);
+    # masks then hide whole groups. 1 = a token per feature, the paper's. For very wide tables:
+    # attention cost grows with the square of the token count.
+    group_size: int = 1
     context_ratio: tuple[float, float] = (0.15, 0.5)  # ctx, ctxM
     target_ratio: tuple[float, float] = (0.15, 0.8)  # trg, trgM
     n_targets: int = 4  # K
@@ -59,6 +63,8 @@ class TabularJEPAConfig:
     def __post_init__(self) -> None:
         if self.elbo not in ("trace", "meanfield"):
             raise ValueError(f"elbo must be 'trace' or 'meanfield', got {self.elbo!r}")
+        if not (isinstance(self.group_size, int) and self.group_size >= 1):
+            raise ValueError(f"group_size must be a whole number >= 1, got {self.group_size!r}")
         if self.decoder_scale not in ("global", "row"):
             raise ValueError(f"decoder_scale must be 'global' or 'row', got {self.decoder_scale!r}")
         self.uncertainty = canonical_score_name(self.uncertainty)
@@ -68,13 +74,16 @@ class TabularJEPAConfig:
         self.target_ratio = tuple(self.target_ratio)
         self.ema = tuple(self.ema)
 
-    def mask_collator(self, n_features: int, seed: int) -> MaskCollator:
-        """The collator for this config's mask ratios and K, seeded."""
-        return MaskCollator(n_features, self.context_ratio, self.target_ratio, self.n_targets, seed)
+    def mask_collator(self, n_tokens: int, seed: int) -> MaskCollator:
+        """The collator over ``n_tokens`` positions for this config's mask ratios and K, seeded."""
+        return MaskCollator(n_tokens, self.context_ratio, self.target_ratio, self.n_targets, seed)
 
 
 class MaskedTabular(SSLMethod):
     """Base of the tabular JEPAs: one context mask and K target masks per row (`pyro_jepa.data.masks`).
+
+    Masks select among the row's ``n_tokens`` feature tokens: one per feature, or fewer with
+    ``config.group_size > 1`` (`pyro_jepa.nn.token_of_feature` maps features to tokens).
 
     Owns the training masks (a private, checkpointed generator, re-seeded per DDP rank), the fixed
     evaluation masks that make validation epochs comparable, and mask-averaged per-row scores.
@@ -87,12 +96,31 @@ class MaskedTabular(SSLMethod):
     unread_fields: tuple[str, ...] = ("uncertainty",)
 
     def settings(self) -> dict:
-        return {k: v for k, v in super().settings().items() if k not in self.unread_fields}
+        settings = {k: v for k, v in super().settings().items() if k not in self.unread_fields}
+        if settings["group_size"] == 1:  # checkpoints from before grouping existed resume
+            del settings["group_size"]
+        return settings
 
     def _setup_masks(self, schema: TabularSchema, config: TabularJEPAConfig, seed: int) -> None:
         self.schema, self.config = schema, config
         self.n_features = schema.n_features
-        self.masks = config.mask_collator(self.n_features, seed)
+        self.register_buffer("token_of_feature", token_of_feature(schema, config.group_size), persistent=False)
+        self.n_tokens = int(self.token_of_feature.max()) + 1
+        if self.n_tokens < 2:
+            raise ValueError(
+                f"group_size {config.group_size} puts all {schema.n_features} features into one token; masking "
+                "needs at least 2 tokens (choose a smaller group_size)"
+            )
+        self.masks = config.mask_collator(self.n_tokens, seed)
+
+    @property
+    def token_names(self) -> tuple[str, ...]:
+        """A name per token of the representation ``(N, n_tokens, dim)`` (the feature names without groups)."""
+        return token_names(self.schema.numerical, self.schema.categorical, self.config.group_size)
+
+    def feature_mask(self, token_mask: torch.Tensor) -> torch.Tensor:
+        """A mask over tokens ``(..., T)`` as a mask over the features they hold, ``(..., D)``."""
+        return token_mask if self.config.group_size == 1 else token_mask[..., self.token_of_feature]
 
     def training_masks(self, rows: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """Fresh context ``(B, M_ctx)`` and target ``(B, K, M_trg)`` indices for a training batch, on its device."""
@@ -101,7 +129,7 @@ class MaskedTabular(SSLMethod):
 
     def eval_masked(self, rows: torch.Tensor, seed: int = EVAL_MASK_SEED) -> Iterator[tuple[torch.Tensor, torch.Tensor, torch.Tensor]]:
         """``(chunk, context, target)`` over held-out ``rows``, with masks drawn from a fixed seed."""
-        collator = self.config.mask_collator(self.n_features, seed)
+        collator = self.config.mask_collator(self.n_tokens, seed)
         for chunk in rows.split(EVAL_CHUNK):
             masks = collator(chunk.shape[0], chunk.device)
             yield chunk, masks.context, masks.target
@@ -111,7 +139,7 @@ class MaskedTabular(SSLMethod):
         n_masks: int, seed: int = EVAL_MASK_SEED,
     ) -> torch.Tensor:
         """``score(rows, context, target) -> (B, ...)`` averaged over ``n_masks`` seeded mask draws, ``(N, ...)``."""
-        collator = self.config.mask_collator(self.n_features, seed)
+        collator = self.config.mask_collator(self.n_tokens, seed)
         averages = []
         for chunk in rows.split(EVAL_CHUNK):
             masks = [collator(chunk.shape[0], chunk.device) for _ in range(n_masks)]
@@ -131,18 +159,18 @@ class MaskedTabular(SSLMethod):
 class TokenEncoder(nn.Module):
     """Feature tokenizer + learned CLS tokens (+ optional prefix tokens) + transformer.
 
-    CLS tokens and prefix tokens are never masked: masking selects among the D feature tokens
+    CLS tokens and prefix tokens are never masked: masking selects among the feature tokens
     only (this fixes T-JEPA's original off-by-one, where index 0 picked the REG token).
     """
 
     def __init__(self, schema: TabularSchema, config: TabularJEPAConfig) -> None:
         super().__init__()
-        self.tokenizer = FeatureTokenizer(schema, config.dim)
+        self.tokenizer = FeatureTokenizer(schema, config.dim, config.group_size)
         self.cls = nn.Parameter(torch.randn(config.n_cls, config.dim) * 0.02)
         self.transformer = transformer(config.dim, config.depth, config.heads, config.ff, config.dropout)
 
     def forward(self, rows: torch.Tensor, index: torch.Tensor | None = None, prefix: torch.Tensor | None = None) -> torch.Tensor:
-        """Encode ``rows (B, D)``; with ``index (B, M)`` only those features. Returns ``(B, M or D, dim)``."""
+        """Encode ``rows (B, D)``; with ``index (B, M)`` only those tokens. Returns ``(B, M or T, dim)``."""
         tokens = self.tokenizer(rows)
         if index is not None:
             tokens = gather_tokens(tokens, index)
@@ -161,13 +189,13 @@ class MaskedPredictor(nn.Module):
     auxiliary tokens (the paper's deterministic stand-in for z in T-JEPA) are inserted.
     """
 
-    def __init__(self, n_features: int, config: TabularJEPAConfig, conditioned: bool, n_aux: int = 0) -> None:
+    def __init__(self, n_tokens: int, config: TabularJEPAConfig, conditioned: bool, n_aux: int = 0) -> None:
         super().__init__()
         p = config.pred_dim
         self.context_proj = nn.Linear(config.dim, p)
         self.condition_proj = nn.Linear(config.dim, p) if conditioned else None
-        self.context_position = nn.Parameter(torch.randn(n_features, p) * 0.02)
-        self.target_position = nn.Parameter(torch.randn(n_features, p) * 0.02)
+        self.context_position = nn.Parameter(torch.randn(n_tokens, p) * 0.02)
+        self.target_position = nn.Parameter(torch.randn(n_tokens, p) * 0.02)
         self.mask_token = nn.Parameter(torch.randn(p) * 0.02)
         self.aux_tokens = nn.Parameter(torch.randn(n_aux, p) * 0.02)
         self.transformer = transformer(p, config.pred_depth, config.pred_heads, config.pred_ff, config.pred_dropout)

@@ -10,12 +10,15 @@ site          value shape          model / guide
 ============  ===================  ===============================================================
 ``s_x``       (B, M_ctx, d)        N(0, I) / context transformer over the context tokens
 ``z``         (B, d)               N(0, I) / attention pooling of s_x -> MLP
-``s_y``       (B, K, D, d)         predictor at target positions / target-posterior transformer
-                                   over [CLS, pooled s_x, z, all D feature tokens]; masked so only
+``s_y``       (B, K, T, d)         predictor at target positions / target-posterior transformer
+                                   over [CLS, pooled s_x, z, all T feature tokens]; masked so only
                                    the K target masks' positions enter log p and log q
-``x``         (B, D) observed      context decoder at the context features
+``x``         (B, D) observed      context decoder at the context tokens' features
 ``y``         (B, K, D) observed   target decoder, every feature of w, once per target mask
 ============  ===================  ===============================================================
+
+There is one token per feature (T = D) unless ``config.group_size > 1`` groups numerical features
+into shared tokens; masks select tokens, and the decoders map a token to its features.
 
 The target posterior's input does not depend on the mask, so its parameters are computed once
 per row and expanded over the K masks; each mask still draws its own sample (the paper's
@@ -69,12 +72,12 @@ class VarTJEPA(MaskedTabular, VarJEPA):
         self.prefix_type = nn.Parameter(torch.randn(2, d) * 0.02)
         self.target_head = GaussianHead(d, d)
         # p(s_y | s_x, z)
-        self.predictor = MaskedPredictor(self.n_features, config, conditioned=True)
+        self.predictor = MaskedPredictor(self.n_tokens, config, conditioned=True)
         self.predictor_head = GaussianHead(config.pred_dim, d)
         # p(x | s_x), p(y | s_y): learned global scales (the paper's) or per-row scales from the latent
         row_scale = config.decoder_scale == "row"
-        self.context_decoder = TabularDecoder(schema, d, row_scale=row_scale)
-        self.target_decoder = TabularDecoder(schema, d, row_scale=row_scale)
+        self.context_decoder = TabularDecoder(schema, d, row_scale, config.group_size)
+        self.target_decoder = TabularDecoder(schema, d, row_scale, config.group_size)
         if not row_scale:
             self.log_sigma_x = nn.Parameter(torch.zeros(()))
             self.log_sigma_y = nn.Parameter(torch.zeros(()))
@@ -91,7 +94,7 @@ class VarTJEPA(MaskedTabular, VarJEPA):
 
     # -- networks shared by the guide and the embedding path ----------------------------------
     def target_params(self, rows: torch.Tensor, pooled: torch.Tensor, z: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """Loc and scale ``(B, D, d)`` of the target posterior q(s_w | s_x, z, w)."""
+        """Loc and scale ``(B, T, d)`` of the target posterior q(s_w | s_x, z, w)."""
         prefix = torch.cat(
             [self.pooled_proj(pooled) + self.prefix_type[0], (self.z_proj(z) + self.prefix_type[1]).unsqueeze(1)], dim=1
         )
@@ -99,20 +102,21 @@ class VarTJEPA(MaskedTabular, VarJEPA):
 
     def decode(self, path: str, latents: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         """Numerical means, their stds and categorical logits of p(x | s_x) (``path="x"``) or
-        p(y | s_y) (``"y"``) for feature latents ``(..., D, d)``."""
+        p(y | s_y) (``"y"``) for token latents ``(..., T, d)``."""
         decoder = self.context_decoder if path == "x" else self.target_decoder
         loc, logits = decoder(latents)
         scale = decoder.scale(latents) if decoder.row_scale else getattr(self, f"log_sigma_{path}").exp()
         return loc, scale, logits
 
     def _target_mask(self, context: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
-        """``(B, K, D, 1)``: True at the features of each target mask (the positions that enter log p and log q)."""
-        return Masks(context, target).target_mask(self.n_features).unsqueeze(-1)
+        """``(B, K, T, 1)``: True at the tokens of each target mask (the positions that enter log p and log q)."""
+        return Masks(context, target).target_mask(self.n_tokens).unsqueeze(-1)
 
     # -- VarJEPA hooks ----------------------------------------------------------------------
     def term_norms(self, rows, context, target):
         m_ctx, (k, m_trg) = context.shape[1], target.shape[1:]
-        return {"rec": 1 / m_ctx, "gen": 1 / (k * self.n_features), "kl_s_x": 1 / m_ctx, "kl_z": 1.0, "kl_s_y": 1 / (k * m_trg)}
+        # rec is per observed feature: a context token holds n_features / n_tokens of them on average.
+        return {"rec": 1 / (m_ctx * (self.n_features / self.n_tokens)), "gen": 1 / (k * self.n_features), "kl_s_x": 1 / m_ctx, "kl_z": 1.0, "kl_s_y": 1 / (k * m_trg)}
 
     def prior_s_x(self, rows, context, target, cache):
         return standard_normal((rows.shape[0], context.shape[1], self.config.dim), rows)
@@ -125,13 +129,13 @@ class VarTJEPA(MaskedTabular, VarJEPA):
         b, k, m, d = loc.shape
         index = target.unsqueeze(-1).expand(-1, -1, -1, d)
         # Positions outside the target masks are masked out of the density; their values are irrelevant.
-        full_loc = loc.new_zeros(b, k, self.n_features, d).scatter(2, index, loc)
-        full_scale = scale.new_ones(b, k, self.n_features, d).scatter(2, index, scale)
+        full_loc = loc.new_zeros(b, k, self.n_tokens, d).scatter(2, index, loc)
+        full_scale = scale.new_ones(b, k, self.n_tokens, d).scatter(2, index, scale)
         return dist.Normal(full_loc, full_scale).mask(self._target_mask(context, target)).to_event(3)
 
     def context_likelihood(self, s_x, rows, context, target, cache):
-        loc, scale, logits = self.decode("x", scatter_tokens(s_x, context, self.n_features))
-        observed = Masks(context, target).context_mask(self.n_features)
+        loc, scale, logits = self.decode("x", scatter_tokens(s_x, context, self.n_tokens))
+        observed = self.feature_mask(Masks(context, target).context_mask(self.n_tokens))
         fn = MixedTabular(loc, scale, logits, self.cardinalities, feature_mask=observed)
         return fn, rows
 
@@ -159,7 +163,7 @@ class VarTJEPA(MaskedTabular, VarJEPA):
     # -- representations ---------------------------------------------------------------------
     @torch.no_grad()
     def posterior(self, rows: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """Loc and scale ``(N, D, d)`` of q(s_w | s_x, z, w) with the whole row as context and
+        """Loc and scale ``(N, T, d)`` of q(s_w | s_x, z, w) with the whole row as context and
         posterior means for s_x and z (App. D.5)."""
         locs, scales = [], []
         for chunk in rows.split(EVAL_CHUNK):
@@ -183,10 +187,10 @@ class VarTJEPA(MaskedTabular, VarJEPA):
         loc, scale = self.predictor_head(self.predictor(s_x, context, target, condition=z))
         b, k, _, d = loc.shape
         index = target.unsqueeze(-1).expand(-1, -1, -1, d)
-        latents = loc.new_zeros(b, k, self.n_features, d).scatter(2, index, loc)
+        latents = loc.new_zeros(b, k, self.n_tokens, d).scatter(2, index, loc)
         num_loc, num_scale, logits = self.decode("y", latents)
         lp = MixedTabular(num_loc, num_scale, logits, self.cardinalities).feature_log_prob(rows.unsqueeze(1).expand(-1, k, -1))
-        hidden = self._target_mask(context, target).squeeze(-1).float()
+        hidden = self.feature_mask(self._target_mask(context, target).squeeze(-1)).float()
         nll = -(lp * hidden).sum((1, 2)) / hidden.sum((1, 2))
         hidden_num = hidden[..., : self.schema.n_numerical]
         n_hidden_num = hidden_num.sum((1, 2)).clamp(min=1)
