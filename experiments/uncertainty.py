@@ -54,7 +54,7 @@ from pyro_jepa.presets import PRESETS, SETTINGS_NOTES, SETTINGS_OF, VARIANTS, ma
 from pyro_jepa.train import resolve_device
 from pyro_jepa.uncertainty import plot_figure3
 
-DATASETS = ("mnist", "mnist-7x7", "sim", "sim-v1")
+DATASETS = ("mnist", "mnist-7x7", "sim", "sim-v2", "sim-v1")
 # On a CPU, a transformer over MNIST's 784 pixel tokens is too slow; the cpu preset takes the 7x7 stand-in.
 DEFAULT_DATASETS = {"cpu": "mnist-7x7,sim", "paper": "mnist,sim"}
 # Var-JEPA Figure 3 (numbers printed in its panels).

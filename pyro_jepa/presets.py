@@ -71,9 +71,9 @@ PAPER_TABLE7 = {
 # Datasets without a Table 7 row (user CSVs) use the Adult row, the paper's "default" setting.
 PAPER_FALLBACK = "adult"
 # Datasets that take another dataset's Table 7 row.
-SETTINGS_OF = {"mnist-7x7": "mnist", "sim-v1": "sim"}
+SETTINGS_OF = {"mnist-7x7": "mnist", "sim-v1": "sim", "sim-v2": "sim"}
 # What each of those datasets is, for reports.
-SETTINGS_NOTES = {"mnist-7x7": "MNIST average-pooled to 7×7 then corrupted, a CPU stand-in", "sim-v1": "the first version of SIM"}
+SETTINGS_NOTES = {"mnist-7x7": "MNIST average-pooled to 7×7 then corrupted, a CPU stand-in", "sim-v1": "the first version of SIM", "sim-v2": "the second version of SIM"}
 # The paper aggregates posterior stds by their 90th percentile on MNIST and SIM, by the mean elsewhere.
 Q90_DATASETS = ("mnist", "sim")
 # Model variants: decoder scale, final KL weight of s_y (None: Table 7's) and default score (None: the

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import io
 import urllib.error
 import urllib.request
@@ -16,6 +17,7 @@ from sklearn.linear_model import LogisticRegression
 
 from pyro_jepa.data import (
     DATASETS,
+    SIM_V2,
     DatasetNotFoundError,
     TabularPreprocessor,
     corrupt_mnist,
@@ -100,19 +102,23 @@ def test_sim_categoricals_are_bins_of_observed_features_flipped_more_often_as_u_
         assert stats.spearmanr(u, flipped).statistic > 0.3
 
 
-def test_sim_v2_is_calibrated_and_its_ambiguity_is_readable_from_the_features():
-    """XGBoost on raw SIM lands near the paper's 0.949; a regressor trained on u reaches a ceiling
-    well above the paper's Spearman 0.64 on SIM v2, and stays below it on SIM v1."""
-    import xgboost
+@pytest.mark.parametrize("name,low,high", [("sim", 0.942, 0.956), ("sim-v2", 0.962, 0.975)])
+def test_sim_xgboost_accuracy_on_the_library_table_is_calibrated(name, low, high):
+    """The benchmark's XGBoost on the raw features of the library's SIM table (split seed 0): SIM v3
+    lands at the paper's 0.949 (measured 0.952), SIM v2 above it (measured 0.968)."""
+    from pyro_jepa.evaluate.downstream import train_xgboost
 
+    splits = load_dataset(name, seed=0)
+    model = train_xgboost(splits.train.raw_features(), splits.train.y.numpy(), None, None, 3)
+    assert low < np.mean(model.predict(splits.test.raw_features()) == splits.test.y.numpy()) < high
+
+
+def test_sim_ambiguity_is_readable_from_the_features():
+    """A regressor trained on u reaches a ceiling well above the paper's Spearman 0.64 on SIM v3 and
+    v2, and stays below it on SIM v1."""
     from pyro_jepa.evaluate.ambiguity import supervised_ceiling
 
-    x_train, y_train, x_test, y_test, u_test = load_sim_splits(make_sim, n_rows=6000, seed=0)
-    classes = {c: i for i, c in enumerate(sorted(set(y_train)))}
-    xgb = xgboost.XGBClassifier(n_estimators=100, max_depth=3, learning_rate=0.1, n_jobs=1)
-    xgb.fit(x_train, [classes[c] for c in y_train])
-    assert 0.93 < np.mean(xgb.predict(x_test) == np.array([classes[c] for c in y_test])) < 0.97
-    for version, low, high in ((make_sim, 0.78, 0.92), (make_sim_v1, 0.3, 0.55)):
+    for version, low, high in ((make_sim, 0.78, 0.92), (functools.partial(make_sim, constants=SIM_V2), 0.78, 0.92), (make_sim_v1, 0.3, 0.55)):
         df = version(6000, 0)
         x = pd.get_dummies(df.drop(columns=["label", "u"]), dtype=float).to_numpy()
         u = df["u"].to_numpy()
@@ -274,9 +280,10 @@ def test_load_sim():
     assert splits.schema.n_numerical == 28 and splits.schema.n_categorical == 4
     assert splits.schema.cardinalities == (4, 5, 6, 7)
     assert splits.test.ambiguity is not None
-    first = load_dataset("sim-v1", seed=2)
-    assert first.name == "sim-v1" and first.schema == splits.schema
-    assert not torch.equal(first.train.rows, splits.train.rows)
+    for earlier in ("sim-v2", "sim-v1"):
+        first = load_dataset(earlier, seed=2)
+        assert first.name == earlier and first.schema == splits.schema
+        assert not torch.equal(first.train.rows, splits.train.rows)
 
 
 def test_missing_named_dataset_message(tmp_path, monkeypatch):

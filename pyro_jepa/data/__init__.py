@@ -16,7 +16,7 @@ _LAZY = {
     "DATASETS": "registry", "DatasetNotFoundError": "registry", "DatasetSpec": "registry", "download": "registry",
     "resolve_data_dir": "registry",
     "corrupt_mnist": "sim", "make_sim": "sim", "make_sim_v1": "sim", "make_sim_version": "sim",
-    "SIM_V1": "sim", "SIM_V2": "sim", "SIM_VERSIONS": "sim", "SimConstants": "sim",
+    "SIM_V1": "sim", "SIM_V2": "sim", "SIM_V3": "sim", "SIM_VERSIONS": "sim", "SimConstants": "sim",
 }  # fmt: skip
 
 __all__ = ["MaskCollator", "Splits", "TabularData", "TabularSchema", "split_packed", *_LAZY]

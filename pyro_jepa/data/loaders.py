@@ -919,7 +919,7 @@ def load_dataset(
     drop: Sequence[str] = (),
     na_values: Sequence[str] = (),
 ) -> Splits:
-    """Load ``"sim"`` (or the first version, ``"sim-v1"``), a named dataset (see ``DATASETS``) or a CSV/Parquet file as 70/10/20 `Splits`.
+    """Load ``"sim"`` (or an earlier version, ``"sim-v2"``/``"sim-v1"``), a named dataset (see ``DATASETS``) or a CSV/Parquet file as 70/10/20 `Splits`.
 
     ``max_rows`` takes a seeded, stratified subsample before splitting; None means the dataset's default
     (covertype: 10,000 rows as in the paper; everything else: all rows). ``download=True`` fetches a

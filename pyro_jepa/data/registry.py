@@ -184,7 +184,7 @@ def get_spec(name: str) -> DatasetSpec:
     try:
         return DATASETS[name]
     except KeyError:
-        raise ValueError(f"unknown dataset {name!r}; known: {sorted(DATASETS)} (or 'sim', 'sim-v1', or a file path)") from None
+        raise ValueError(f"unknown dataset {name!r}; known: {sorted(DATASETS)} (or 'sim', 'sim-v2', 'sim-v1', or a file path)") from None
 
 
 def resolve_data_dir(data_dir: str | os.PathLike[str] | None = None) -> Path:

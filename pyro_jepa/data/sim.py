@@ -1,10 +1,14 @@
 """Synthetic data with known per-row ambiguity: the SIM table and corrupted MNIST.
 
-Two versions of SIM. Both follow the paper's description (Var-T-JEPA, App. "Simulated (SIM)"; see
+Three versions of SIM. All follow the paper's description (Var-T-JEPA, App. "Simulated (SIM)"; see
 ``shared/reference/var-jepa.md`` §8.1), which gives the ingredients but not the constants, so every
 number below is **our reading**.
 
-**SIM (version 2, the default, dataset ``sim``)**: `make_sim`.
+**SIM (version 3, the default, dataset ``sim``)**: `make_sim`, the generator of version 2 with
+``SEPARATION = 10.5`` instead of 12, calibrated so that XGBoost on the raw features lands at the
+paper's raw-feature XGBoost on SIM (0.949 test accuracy): 0.952 on the table the library uses
+(generator seed 0), 0.943 ± 0.006 over generator seeds 0–4 (``experiments/sim_calibration.py``,
+results in ``docs/results/sim_calibration.md``). Version 2 reached 0.968.
 
 1. Classes ``c in {0, 1, 2}`` in equal proportions (shuffled); per-row ambiguity ``u ~ U(0, 1)``,
    amplified as ``u_amb = u ** GAMMA`` with ``GAMMA = 2``.
@@ -22,13 +26,19 @@ number below is **our reading**.
    *other* bin with probability ``FLIP_MAX * u_amb``, so a flipped category contradicts the feature it
    was binned from.
 
-Constants: ``SEPARATION = 12``, ``SIGMA = 1``, ``ALPHA_MAX = 0.15``, ``MIX_MAX = 0.15``,
-``EXTRA_NOISE = 3``, ``FLIP_MAX = 0.6``. Chosen (by us) so that XGBoost on the raw features lands near
-the paper's raw-feature XGBoost on SIM (0.949 test accuracy), and a gradient-boosting regressor
-trained on u itself (the *supervised ceiling* of any per-row score) reaches a Spearman of about 0.85
-on test rows: u moves many features by amounts a density model can see (mostly the extra noise),
-not only the position between clusters. ``experiments/uncertainty.py`` reports the ceiling beside
-every SIM result.
+Constants: ``SEPARATION = 10.5``, ``SIGMA = 1``, ``ALPHA_MAX = 0.15``, ``MIX_MAX = 0.15``,
+``EXTRA_NOISE = 3``, ``FLIP_MAX = 0.6``. The u effects make a gradient-boosting regressor trained on
+u itself (the *supervised ceiling* of any per-row score) reach a Spearman of about 0.85 on test rows:
+u moves many features by amounts a density model can see (mostly the extra noise), not only the
+position between clusters. ``experiments/uncertainty.py`` reports the ceiling beside every SIM
+result. The paper's other raw-feature baselines on SIM are far apart (MLP 0.823, ResNet 0.878,
+FT-Transformer 0.962); with Gaussian clusters of shared variance the Bayes rule is close to linear,
+so no generator of this description puts an MLP 13 points below XGBoost, and we calibrate to XGBoost
+(a single deterministic run, no training schedule to disagree about).
+
+**SIM version 2 (dataset ``sim-v2``)**: `make_sim` with `SIM_V2` (``SEPARATION = 12``), the
+generator of the results made between the first version and version 3, kept so they can be
+regenerated.
 
 **SIM version 1 (dataset ``sim-v1``)**: `make_sim_v1`, the generator of the project's first
 results, kept so they can be regenerated. It bins the categoricals from 4 *extra latent* dimensions
@@ -37,7 +47,7 @@ dimensions and weaker u effects (``SEPARATION = 5.5``, ``ALPHA_MAX = 0.3``, ``MI
 ``EXTRA_NOISE = 1``, ``FLIP_MAX = 0.6``); a regressor trained on u reaches a Spearman of only about
 0.45 there, so no score can reach the paper's 0.64 on it.
 
-Columns (both versions): ``x0..x27`` (float), ``cat0..cat3`` (strings ``"b0"..``), ``label``
+Columns (every version): ``x0..x27`` (float), ``cat0..cat3`` (strings ``"b0"..``), ``label``
 (``"c0".."c2"``), and ``u``, the ground-truth ambiguity (not a feature).
 """
 
@@ -68,9 +78,10 @@ class SimConstants:
 
 
 SIM_V2 = SimConstants(n_informative=20, separation=12.0, sigma=1.0, alpha_max=0.15, mix_max=0.15, extra_noise=3.0, flip_max=0.6)
+SIM_V3 = SimConstants(n_informative=20, separation=10.5, sigma=1.0, alpha_max=0.15, mix_max=0.15, extra_noise=3.0, flip_max=0.6)
 SIM_V1 = SimConstants(n_informative=12, separation=5.5, sigma=1.0, alpha_max=0.3, mix_max=0.3, extra_noise=1.0, flip_max=0.6)
 # Dataset name -> generator version.
-SIM_VERSIONS = {"sim": 2, "sim-v1": 1}
+SIM_VERSIONS = {"sim": 3, "sim-v2": 2, "sim-v1": 1}
 
 
 def _check_rows(n_rows: int) -> None:
@@ -105,9 +116,10 @@ def _frame(x: np.ndarray, bins: list[np.ndarray], y: np.ndarray, u: np.ndarray) 
     return pd.DataFrame(columns)
 
 
-def make_sim(n_rows: int = 10_000, seed: int = 0, constants: SimConstants = SIM_V2) -> pd.DataFrame:
-    """Generate SIM version 2 (28 numerical + 4 categorical features binned from observed numerical
-    ones, 3 classes, ambiguity ``u``); see the module docstring."""
+def make_sim(n_rows: int = 10_000, seed: int = 0, constants: SimConstants = SIM_V3) -> pd.DataFrame:
+    """Generate SIM: version 3 by default, version 2 with ``constants=SIM_V2`` (28 numerical + 4
+    categorical features binned from observed numerical ones, 3 classes, ambiguity ``u``); see the
+    module docstring."""
     _check_rows(n_rows)
     c = constants
     rng = np.random.default_rng(seed)
@@ -172,7 +184,8 @@ def make_sim_version(name: str, n_rows: int = 10_000, seed: int = 0) -> pd.DataF
     """The SIM table of dataset ``name`` (a key of `SIM_VERSIONS`)."""
     if name not in SIM_VERSIONS:
         raise ValueError(f"unknown SIM dataset {name!r}; choose one of {sorted(SIM_VERSIONS)}")
-    return make_sim(n_rows, seed) if SIM_VERSIONS[name] == 2 else make_sim_v1(n_rows, seed)
+    version = SIM_VERSIONS[name]
+    return make_sim_v1(n_rows, seed) if version == 1 else make_sim(n_rows, seed, SIM_V2 if version == 2 else SIM_V3)
 
 
 
