@@ -7,6 +7,7 @@ import numpy as np
 import pytest
 import torch
 
+from pyro_jepa.data.masks import Masks
 from pyro_jepa.models import TJEPA, TabularJEPAConfig, VarTJEPA
 from pyro_jepa.models.scores import ROW_SCORES, aggregate_std
 from pyro_jepa.uncertainty import ARVIZ_1, sample_latents, summarize, to_inference_data
@@ -70,10 +71,11 @@ def test_var_t_jepa_prior_uncertainty_is_the_predictor_std_per_row(schema, table
     s_x, _ = model.context_head(model.context_encoder(rows, index=masks.context))
     z, _ = model.aux_encoder(model.pool(s_x).flatten(1))
     prior = model.conditional_prior(s_x, z, rows, masks.context, masks.target, {})
-    # The masked prior puts scale 1 outside the targets: the mean over target entries is the score.
-    inside = model._target_mask(masks.context, masks.target).expand(prior.base_dist.base_dist.scale.shape)
-    expected = (prior.base_dist.base_dist.scale * inside).sum((1, 2, 3)) / inside.sum((1, 2, 3))
-    torch.testing.assert_close(score, expected)
+    # The prior's scale at the target tokens (it puts scale 1 elsewhere), averaged, is the score.
+    _, scale = prior.at_target_tokens()
+    inside = Masks(masks.context, masks.target).target_mask(model.n_tokens)[..., None].expand(prior.stddev.shape)
+    torch.testing.assert_close(score, scale.mean((1, 2, 3)))
+    torch.testing.assert_close(score, (prior.stddev * inside).sum((1, 2, 3)) / inside.sum((1, 2, 3)))
 
 
 @pytest.mark.parametrize("decoder_scale", ["global", "row"])

@@ -11,8 +11,8 @@ site          value shape          model / guide
 ``s_x``       (B, M_ctx, d)        N(0, I) / context transformer over the context tokens
 ``z``         (B, d)               N(0, I) / attention pooling of s_x -> MLP
 ``s_y``       (B, K, T, d)         predictor at target positions / target-posterior transformer
-                                   over [CLS, pooled s_x, z, all T feature tokens]; masked so only
-                                   the K target masks' positions enter log p and log q
+                                   over [CLS, pooled s_x, z, all T feature tokens]; only the K
+                                   target masks' tokens enter log p and log q (`TargetTokenNormal`)
 ``x``         (B, D) observed      context decoder at the context tokens' features
 ``y``         (B, K, D) observed   target decoder, every feature of w, once per target mask
 ============  ===================  ===============================================================
@@ -35,7 +35,7 @@ from torch import nn
 
 from ..data.masks import Masks
 from ..data.tabular import TabularSchema
-from ..distributions import MixedTabular
+from ..distributions import MixedTabular, TargetTokenNormal
 from ..nn import AttentionPooling, GaussianHead, TabularDecoder, mlp, scatter_tokens
 from .scores import aggregate_std, check_score_names
 from .tabular import EVAL_CHUNK, EVAL_MASK_SEED, MaskedPredictor, MaskedTabular, TabularJEPAConfig, TokenEncoder
@@ -108,10 +108,6 @@ class VarTJEPA(MaskedTabular, VarJEPA):
         scale = decoder.scale(latents) if decoder.row_scale else getattr(self, f"log_sigma_{path}").exp()
         return loc, scale, logits
 
-    def _target_mask(self, context: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
-        """``(B, K, T, 1)``: True at the tokens of each target mask (the positions that enter log p and log q)."""
-        return Masks(context, target).target_mask(self.n_tokens).unsqueeze(-1)
-
     # -- VarJEPA hooks ----------------------------------------------------------------------
     def term_norms(self, rows, context, target):
         m_ctx, (k, m_trg) = context.shape[1], target.shape[1:]
@@ -126,12 +122,7 @@ class VarTJEPA(MaskedTabular, VarJEPA):
 
     def conditional_prior(self, s_x, z, rows, context, target, cache):
         loc, scale = self.predictor_head(self.predictor(s_x, context, target, condition=z))
-        b, k, m, d = loc.shape
-        index = target.unsqueeze(-1).expand(-1, -1, -1, d)
-        # Positions outside the target masks are masked out of the density; their values are irrelevant.
-        full_loc = loc.new_zeros(b, k, self.n_tokens, d).scatter(2, index, loc)
-        full_scale = scale.new_ones(b, k, self.n_tokens, d).scatter(2, index, scale)
-        return dist.Normal(full_loc, full_scale).mask(self._target_mask(context, target)).to_event(3)
+        return TargetTokenNormal(loc, scale, target, self.n_tokens, at_targets=True)
 
     def context_likelihood(self, s_x, rows, context, target, cache):
         loc, scale, logits = self.decode("x", scatter_tokens(s_x, context, self.n_tokens))
@@ -156,9 +147,8 @@ class VarTJEPA(MaskedTabular, VarJEPA):
     def target_posterior(self, s_x, z, rows, context, target, cache):
         loc, scale = self.target_params(rows, cache["pooled"], z)
         shape = (-1, target.shape[1], -1, -1)
-        return dist.Normal(loc.unsqueeze(1).expand(shape), scale.unsqueeze(1).expand(shape)).mask(
-            self._target_mask(context, target)
-        ).to_event(3)
+        # Every token is sampled (the target decoder reads them all); only the targets enter log q.
+        return TargetTokenNormal(loc.unsqueeze(1).expand(shape), scale.unsqueeze(1).expand(shape), target, self.n_tokens)
 
     # -- representations ---------------------------------------------------------------------
     @torch.no_grad()
@@ -190,7 +180,7 @@ class VarTJEPA(MaskedTabular, VarJEPA):
         latents = loc.new_zeros(b, k, self.n_tokens, d).scatter(2, index, loc)
         num_loc, num_scale, logits = self.decode("y", latents)
         lp = MixedTabular(num_loc, num_scale, logits, self.cardinalities).feature_log_prob(rows.unsqueeze(1).expand(-1, k, -1))
-        hidden = self.feature_mask(self._target_mask(context, target).squeeze(-1)).float()
+        hidden = self.feature_mask(Masks(context, target).target_mask(self.n_tokens)).float()
         nll = -(lp * hidden).sum((1, 2)) / hidden.sum((1, 2))
         hidden_num = hidden[..., : self.schema.n_numerical]
         n_hidden_num = hidden_num.sum((1, 2)).clamp(min=1)
