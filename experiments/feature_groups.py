@@ -107,7 +107,7 @@ def collect(folder: Path, dataset: str, group: int, seed: int) -> tuple[pd.DataF
     return results, cost
 
 
-def report(args: argparse.Namespace, results: pd.DataFrame, cost: pd.DataFrame, commands: list[str]) -> str:
+def report(args: argparse.Namespace, results: pd.DataFrame, cost: pd.DataFrame, command: str) -> str:
     # one run per seed and cell; the setting (dataset and group size) is the cell's dataset
     summary = summarize_runs(results.assign(dataset=results["setting"])).rename(columns={"dataset": "setting", "runs": "seeds"})
     for metric in ("accuracy", "macro_f1"):
@@ -124,7 +124,7 @@ def report(args: argparse.Namespace, results: pd.DataFrame, cost: pd.DataFrame, 
     steps["pretrain_seconds"] = steps["pretrain_seconds"].map(lambda s: f"{s:.0f}")
     return (
         "# Feature groups on a wide table (784-pixel MNIST)\n\n"
-        f"Command: `python experiments/feature_groups.py {' '.join(commands)}`; preset `{args.preset}`, "
+        f"Command: `{command}`; preset `{args.preset}`, "
         f"seeds {', '.join(map(str, args.seeds))}; {args.threads or 'the default number of'} torch threads per run on "
         f"{platform.machine()} ({os.cpu_count()} cores). "
         "A setting `DATASET:G` is the main job (`experiments/var_t_jepa.py`) with `--group-size G`; its run folders are "
@@ -159,7 +159,7 @@ def main(argv: list[str] | None = None) -> int:
     results, cost = pd.concat(all_results, ignore_index=True), pd.DataFrame(all_cost)
     io.write_csv(results, args.out / "feature_groups.csv")
     io.write_csv(cost, args.out / "feature_groups_cost.csv")
-    text = report(args, results, cost, sys.argv[1:] if argv is None else list(argv))
+    text = report(args, results, cost, cli.command_line("experiments/feature_groups.py", argv))
     args.report.parent.mkdir(parents=True, exist_ok=True)
     io.write_text(args.report, text)
     print(text)

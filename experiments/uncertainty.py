@@ -44,7 +44,7 @@ from sklearn.cluster import KMeans
 from sklearn.mixture import GaussianMixture
 from sklearn.preprocessing import StandardScaler
 
-from pyro_jepa.data import load_dataset
+from pyro_jepa.data import SIM_VERSIONS, load_dataset
 from pyro_jepa.evaluate import PREDICTORS, DownstreamConfig
 from pyro_jepa.evaluate.ambiguity import ambiguity_scores, supervised_ceiling
 from pyro_jepa.evaluate.selective import CONFIDENCE, CombinedAbstention, aurc, confidence_scores, error_auroc, selective_report
@@ -54,7 +54,7 @@ from pyro_jepa.presets import PRESETS, SETTINGS_NOTES, SETTINGS_OF, VARIANTS, ma
 from pyro_jepa.train import resolve_device
 from pyro_jepa.uncertainty import plot_figure3
 
-DATASETS = ("mnist", "mnist-7x7", "sim", "sim-v2", "sim-v1")
+DATASETS = ("mnist", "mnist-7x7", *SIM_VERSIONS)
 # On a CPU, a transformer over MNIST's 784 pixel tokens is too slow; the cpu preset takes the 7x7 stand-in.
 DEFAULT_DATASETS = {"cpu": "mnist-7x7,sim", "paper": "mnist,sim"}
 # Var-JEPA Figure 3 (numbers printed in its panels).

@@ -40,7 +40,7 @@ from pyro_jepa.uncertainty import plot_forest, plot_uncertainty, sample_latents,
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     data = p.add_argument_group("data")
-    data.add_argument("--dataset", default="sim", help=f"named dataset: sim, sim-v2 or sim-v1 (generated) or one of {sorted(DATASETS)} (default: sim)")
+    data.add_argument("--dataset", default="sim", help=f"named dataset: {', '.join(SIM_VERSIONS)} (generated) or one of {sorted(DATASETS)} (default: sim)")
     data.add_argument("--data", type=Path, help="a CSV/Parquet file to use instead of a named dataset (needs --label)")
     data.add_argument("--label", help="label column of --data")
     data.add_argument("--numerical", help="comma-separated columns to treat as numerical (overrides inference; "

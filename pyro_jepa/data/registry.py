@@ -20,6 +20,8 @@ from pathlib import Path
 
 import pandas as pd
 
+from .sim import SIM_VERSIONS
+
 ENV_VAR = "PYRO_JEPA_DATA"
 
 
@@ -184,7 +186,7 @@ def get_spec(name: str) -> DatasetSpec:
     try:
         return DATASETS[name]
     except KeyError:
-        raise ValueError(f"unknown dataset {name!r}; known: {sorted(DATASETS)} (or 'sim', 'sim-v2', 'sim-v1', or a file path)") from None
+        raise ValueError(f"unknown dataset {name!r}; known: {sorted(DATASETS)} (or {', '.join(map(repr, SIM_VERSIONS))}, or a file path)") from None
 
 
 def resolve_data_dir(data_dir: str | os.PathLike[str] | None = None) -> Path:

@@ -53,7 +53,7 @@ Columns (every version): ``x0..x27`` (float), ``cat0..cat3`` (strings ``"b0"..``
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import numpy as np
 import pandas as pd
@@ -78,7 +78,7 @@ class SimConstants:
 
 
 SIM_V2 = SimConstants(n_informative=20, separation=12.0, sigma=1.0, alpha_max=0.15, mix_max=0.15, extra_noise=3.0, flip_max=0.6)
-SIM_V3 = SimConstants(n_informative=20, separation=10.5, sigma=1.0, alpha_max=0.15, mix_max=0.15, extra_noise=3.0, flip_max=0.6)
+SIM_V3 = replace(SIM_V2, separation=10.5)
 SIM_V1 = SimConstants(n_informative=12, separation=5.5, sigma=1.0, alpha_max=0.3, mix_max=0.3, extra_noise=1.0, flip_max=0.6)
 # Dataset name -> generator version.
 SIM_VERSIONS = {"sim": 3, "sim-v2": 2, "sim-v1": 1}
