@@ -38,14 +38,13 @@ COMMANDS = {
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("run", type=Path, help="a run folder of the main job on SIM")
-    p.add_argument("--rows", default="100000,1000000", help="comma-separated row counts")
+    p.add_argument("--rows", type=cli.int_list, default="100000,1000000", help="comma-separated row counts")
     p.add_argument("--commands", default="predict,embed", help=f"comma-separated subset of {list(COMMANDS)}")
     p.add_argument("--work", type=Path, required=True, help="folder for the generated inputs and the outputs (GBs)")
     p.add_argument("--out", type=Path, required=True, help="CSV of the measurements")
     p.add_argument("--threads", type=int, default=1, help="torch threads of the command (default 1)")
     p.add_argument("--batch-rows", type=int, default=10_000, help="the command's --batch-rows")
     args = p.parse_args(argv)
-    args.rows = [int(r) for r in args.rows.split(",")]
     args.commands = [c for c in args.commands.split(",") if c]
     unknown = [c for c in args.commands if c not in COMMANDS]
     if unknown:

@@ -54,7 +54,7 @@ def parse_settings(text: str) -> list[tuple[str, int]]:
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--settings", default=DEFAULT_SETTINGS, help=f"comma-separated DATASET:GROUP_SIZE (default {DEFAULT_SETTINGS})")
-    p.add_argument("--seeds", default="0,1,2", help="comma-separated seeds, one main-job run per setting and seed (default 0,1,2)")
+    p.add_argument("--seeds", type=cli.int_list, default="0,1,2", help="comma-separated seeds, one main-job run per setting and seed (default 0,1,2)")
     p.add_argument("--data-dir", type=Path, help="folder with the named datasets")
     p.add_argument("--preset", default="cpu", choices=PRESETS)
     p.add_argument("--epochs", type=int, help="override the preset's pre-training epochs")
@@ -66,11 +66,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     args = p.parse_args(argv)
     try:
         args.settings = parse_settings(args.settings)
-        args.seeds = [int(s) for s in cli.split_names(args.seeds) or []]
     except ValueError as err:
         p.error(str(err))
-    if not args.seeds:
-        p.error("--seeds names no seed")
     return args
 
 

@@ -26,7 +26,7 @@ import torch
 import xgboost
 
 from pyro_jepa import cli, io
-from pyro_jepa.data import SIM_VERSIONS, TabularPreprocessor, make_sim_version, stratified_split
+from pyro_jepa.data import SIM_VERSIONS, load_dataset
 from pyro_jepa.evaluate.ambiguity import supervised_ceiling
 from pyro_jepa.evaluate.downstream import PREDICTORS, fit_predict
 from pyro_jepa.report import markdown_table
@@ -38,7 +38,7 @@ PAPER = {"mlp": 0.823, "dcnv2": 0.714, "resnet": 0.878, "autoint": 0.897, "ft-tr
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--versions", default="sim,sim-v2", help=f"SIM datasets, a subset of {sorted(SIM_VERSIONS)} (default sim,sim-v2)")
-    p.add_argument("--generator-seeds", default="0,1,2,3,4", help="generator seeds of the tables (default 0,1,2,3,4)")
+    p.add_argument("--generator-seeds", type=cli.int_list, default="0,1,2,3,4", help="generator seeds of the tables (default 0,1,2,3,4)")
     p.add_argument("--predictors", default="linear,mlp,resnet,xgboost", help=f"raw-feature predictors, a subset of {sorted(PREDICTORS)}")
     p.add_argument("--threads", type=int, default=2, help="torch threads (default 2)")
     p.add_argument("--out", type=Path, default=Path("runs/sim-calibration"), help="folder for calibration.csv")
@@ -46,28 +46,18 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     args = p.parse_args(argv)
     args.versions = cli.split_names(args.versions) or []
     args.predictors = cli.split_names(args.predictors) or []
-    try:
-        args.generator_seeds = [int(s) for s in cli.split_names(args.generator_seeds) or []]
-    except ValueError:
-        p.error(f"--generator-seeds must be comma-separated integers, got {args.generator_seeds!r}")
     for what, names, known in (("versions", args.versions, SIM_VERSIONS), ("predictors", args.predictors, PREDICTORS)):
         if not names or set(names) - set(known):
             p.error(f"--{what} must name some of {sorted(known)}, got {names}")
-    if not args.generator_seeds:
-        p.error("--generator-seeds names no seed")
     args.report = args.report or args.out / "sim_calibration.md"
     return args
 
 
 def table_splits(version: str, generator_seed: int) -> dict[str, tuple[np.ndarray, np.ndarray, np.ndarray]]:
-    """``{split: (raw features, class ids, u)}`` of one generated table, split and preprocessed as
-    `load_dataset` does for the library's SIM (which is generator seed 0)."""
-    df = make_sim_version(version, seed=generator_seed)
-    preprocessor = TabularPreprocessor("label", ambiguity_column="u")
-    preprocessor.validate(df)
-    parts = dict(zip(("train", "val", "test"), stratified_split(df["label"].to_numpy(), 0)))
-    preprocessor.fit(df.iloc[parts["train"]])
-    data = {split: preprocessor.transform(df.iloc[rows]) for split, rows in parts.items()}
+    """``{split: (raw features, class ids, u)}`` of one generated table, split and preprocessed by
+    `load_dataset` (the library's SIM is generator seed 0)."""
+    splits = load_dataset(version, generator_seed=generator_seed)
+    data = dict(zip(("train", "val", "test"), (splits.train, splits.val, splits.test)))
     return {split: (d.raw_features(), d.y.numpy(), d.ambiguity.numpy()) for split, d in data.items()}
 
 

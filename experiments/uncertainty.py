@@ -71,7 +71,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--preset", default="cpu", choices=PRESETS)
     p.add_argument("--epochs", type=int, help="override the preset's pre-training epochs")
     p.add_argument("--max-rows", type=int, help="stratified subsample of each table (default: all rows, 10,000)")
-    p.add_argument("--seeds", default="0,1,2", help="pre-training seeds (comma-separated)")
+    p.add_argument("--seeds", type=cli.int_list, default="0,1,2", help="pre-training seeds (comma-separated)")
     p.add_argument("--split-seed", type=int, default=0, help="fixes the 70/10/20 split and the probes")
     p.add_argument("--variants", default="default,paper", help=f"comma-separated Var-T-JEPA model variants of {sorted(VARIANTS)} "
                    "(pyro_jepa.presets.VARIANTS)")
@@ -90,7 +90,6 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     unknown = [d for d in args.datasets if d not in DATASETS]
     if unknown or not args.datasets:
         p.error(f"--datasets must name some of {DATASETS} (rows with a known ambiguity u), got {unknown or 'none'}")
-    args.seeds = [int(s) for s in args.seeds.split(",") if s]
     args.variants = [v for v in args.variants.split(",") if v]
     bad = [v for v in [*args.variants, args.default_variant] if v not in VARIANTS]
     if bad or args.default_variant not in args.variants:

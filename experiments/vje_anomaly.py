@@ -86,8 +86,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     add_common_args(p)
     p.add_argument("--benchmark", default="one-class", choices=BENCHMARKS)
-    p.add_argument("--classes", help="one-class: comma-separated normal classes (default: all)")
-    p.add_argument("--seeds", help="comma-separated seeds, one set of models each (default: --seed)")
+    p.add_argument("--classes", type=cli.int_list, help="one-class: comma-separated normal classes (default: all)")
+    p.add_argument("--seeds", type=cli.int_list, help="comma-separated seeds, one set of models each (default: --seed)")
     p.add_argument("--ood-test", type=int, default=1000, help="fmnist-mnist: MNIST images scored as out-of-distribution")
     p.add_argument("--knn-k", type=int, default=5, help="neighbours of the k-NN distance score")
     p.add_argument("--score-pairs", type=int, default=4, help="view pairs averaged in VJE's ELBO scores")
@@ -102,7 +102,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
             p.error("--benchmark fmnist-mnist trains on fashion-mnist; leave --dataset unset")
         args.dataset = "fashion-mnist"
     fill_from_preset(args, ANOMALY_PRESETS[args.benchmark, args.preset])
-    args.seeds = [args.seed] if args.seeds is None else [int(s) for s in args.seeds.split(",")]
+    args.seeds = args.seeds or [args.seed]
     return finish_args(p, args)
 
 
@@ -156,7 +156,7 @@ def train_one(name: str, args, train: ImageData, val: ImageData, folder: Path):
 def run_one_class(args, full, out: Path, seed: int):
     """Models for every normal class: yields (task, method, fit result, train, val, test, anomalous, extra)."""
     _, _, test = load_splits(args, classes=[0], full=full)
-    classes = list(range(len(test.classes))) if args.classes is None else [int(c) for c in args.classes.split(",")]
+    classes = list(range(len(test.classes))) if args.classes is None else args.classes
     for normal in classes:
         train, val, _ = load_splits(args, classes=[normal], full=full)
         for name in args.methods:
@@ -206,6 +206,10 @@ def _main(argv: list[str] | None) -> int:
 
 def benchmark(args: argparse.Namespace, argv: list[str] | None, out: Path) -> int:
     full = load_full(args)
+    names = list(full[1].classes)
+    unknown = [c for c in args.classes or [] if not 0 <= c < len(names)]
+    if unknown:
+        raise ValueError(f"--classes {unknown}: {args.dataset} has classes 0..{len(names) - 1} ({', '.join(names)})")
     ood = None
     if args.benchmark == "fmnist-mnist":
         ood_all = load_images(OOD_DATASET, resolve_data_dir(args.data_dir))[1]

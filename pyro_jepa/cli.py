@@ -12,6 +12,7 @@ A script's ``if __name__ == "__main__"`` block calls ``sys.exit(cli.run(main))``
 
 from __future__ import annotations
 
+import argparse
 import os
 import shlex
 import signal
@@ -122,3 +123,20 @@ def split_names(value: str | None) -> list[str] | None:
             current.append(char)
     names.append("".join(current))
     return [n for n in names if n.strip()]
+
+
+def int_list(value: str) -> list[int]:
+    """An argparse ``type`` for a comma-separated list of whole numbers (``"0,1,2"`` -> ``[0, 1, 2]``).
+
+    Empty items are skipped; a list with no number, or an item that is not a whole number, is an
+    argparse error naming the item, not a traceback.
+    """
+    items = [item.strip() for item in value.split(",") if item.strip()]
+    try:
+        numbers = [int(item) for item in items]
+    except ValueError:
+        bad = next(item for item in items if not item.lstrip("+-").isdigit())
+        raise argparse.ArgumentTypeError(f"expected comma-separated whole numbers, got {bad!r} in {value!r}") from None
+    if not numbers:
+        raise argparse.ArgumentTypeError(f"expected at least one whole number, got {value!r}")
+    return numbers

@@ -6,6 +6,7 @@ main job as a real subprocess on real files.
 
 from __future__ import annotations
 
+import argparse
 import errno
 import json
 import os
@@ -249,6 +250,20 @@ def test_column_flags_split_on_unescaped_commas():
     assert cli.split_names(r"a\,b, c,,d") == ["a,b", " c", "d"]
     assert cli.split_names(None) is None
     assert cli.resume_command("x.py", ["--seed", "1", "--overwrite"], "out") == "python x.py --seed 1 --resume --out out"
+
+
+def test_integer_list_flags_parse_or_name_the_bad_item():
+    assert cli.int_list("0, 1,,2") == [0, 1, 2]
+    assert cli.int_list("-1,+3") == [-1, 3]
+    with pytest.raises(argparse.ArgumentTypeError, match="'x' in '0,x'"):
+        cli.int_list("0,x")
+    with pytest.raises(argparse.ArgumentTypeError, match="at least one"):
+        cli.int_list(" , ")
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--seeds", type=cli.int_list, default="0,1")
+    assert parser.parse_args([]).seeds == [0, 1]  # string defaults go through the type too
+    with pytest.raises(SystemExit):
+        parser.parse_args(["--seeds", "1.5"])
 
 
 def test_atomic_writes_leave_the_old_file_on_failure(tmp_path):

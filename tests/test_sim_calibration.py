@@ -14,15 +14,22 @@ def script():
     return load_script("sim_calibration")
 
 
-def test_generator_seed_0_is_the_library_table_split_and_preprocessed_the_same_way(script):
-    splits = load_dataset("sim-v2", seed=0)
-    data = script.table_splits("sim-v2", 0)
+def test_generator_seed_draws_another_table_split_and_preprocessed_the_same_way(script):
+    library = load_dataset("sim-v2", seed=0)
+    same = load_dataset("sim-v2", seed=0, generator_seed=0)
+    other = load_dataset("sim-v2", seed=0, generator_seed=1)
     for split in ("train", "val", "test"):
-        np.testing.assert_array_equal(data[split][0], getattr(splits, split).raw_features())
-        np.testing.assert_array_equal(data[split][1], getattr(splits, split).y.numpy())
-        np.testing.assert_array_equal(data[split][2], getattr(splits, split).ambiguity.numpy())
-    other = script.table_splits("sim-v2", 1)
-    assert not np.array_equal(other["train"][0], data["train"][0])
+        np.testing.assert_array_equal(getattr(same, split).raw_features(), getattr(library, split).raw_features())
+        assert getattr(other, split).raw_features().shape == getattr(library, split).raw_features().shape
+        np.testing.assert_array_equal(np.bincount(getattr(other, split).y.numpy()), np.bincount(getattr(library, split).y.numpy()))
+    assert not np.array_equal(other.train.raw_features(), library.train.raw_features())
+    data = script.table_splits("sim-v2", 1)
+    for split in ("train", "val", "test"):
+        np.testing.assert_array_equal(data[split][0], getattr(other, split).raw_features())
+        np.testing.assert_array_equal(data[split][1], getattr(other, split).y.numpy())
+        np.testing.assert_array_equal(data[split][2], getattr(other, split).ambiguity.numpy())
+    with pytest.raises(ValueError, match="generated SIM tables"):
+        load_dataset("adult", generator_seed=1)
 
 
 def test_calibration_is_written_and_matches_a_direct_fit(script, tmp_path):
@@ -38,7 +45,7 @@ def test_calibration_is_written_and_matches_a_direct_fit(script, tmp_path):
     assert "| sim | xgboost |" in report and "0.949" in report
 
 
-@pytest.mark.parametrize("bad", [["--predictors", "nope"], ["--versions", "sim-v9"], ["--generator-seeds", "a"]])
+@pytest.mark.parametrize("bad", [["--predictors", "nope"], ["--versions", "sim-v9"], ["--generator-seeds", "a"], ["--generator-seeds", ","]])
 def test_bad_arguments_are_refused(script, bad, capsys):
     with pytest.raises(SystemExit):
         script.parse_args(bad)

@@ -163,6 +163,14 @@ def test_anomaly_experiment_writes_a_run_folder(tmp_path):
     assert set(json.loads((out / "metrics.json").read_text())["mean_auroc"]) == set(metrics["mean_auroc"]) | parts
 
 
+def test_anomaly_experiment_refuses_an_unknown_class(tmp_path, capsys):
+    fake_cifar(tmp_path)
+    argv = ["--data-dir", str(tmp_path), "--classes", "0,12", "--methods", "vje", "--out", str(tmp_path / "run"), *TINY]
+    assert run_experiment("vje_anomaly", argv) == 2
+    assert "--classes [12]: cifar10 has classes 0..9" in capsys.readouterr().err
+    assert not (tmp_path / "run" / "config.json").exists()
+
+
 def fake_mnist_pair(folder: Path) -> None:
     """Fashion-MNIST IDX files and an mnist_10k.npz of random 28×28 images."""
     rng = np.random.default_rng(0)

@@ -918,6 +918,7 @@ def load_dataset(
     infinite: str = "raise",
     drop: Sequence[str] = (),
     na_values: Sequence[str] = (),
+    generator_seed: int | None = None,
 ) -> Splits:
     """Load ``"sim"`` (or an earlier version, ``"sim-v2"``/``"sim-v1"``), a named dataset (see ``DATASETS``) or a CSV/Parquet file as 70/10/20 `Splits`.
 
@@ -927,6 +928,8 @@ def load_dataset(
     DatasetNotFoundError. For a file, ``label`` is required; ``Splits.name`` is then the file stem.
     ``missing`` / ``infinite``: see `TabularPreprocessor`; ``drop``: columns that are not features (e.g.
     an ID); ``na_values``: extra cell texts that mean "missing" in every column (see `read_table`).
+    ``generator_seed`` (SIM only) draws another table of the same description; the default,
+    ``GENERATION_SEED``, is the library's table.
     Column names are matched exactly, else without surrounding spaces (`resolve_names`). The whole table
     is validated before it is subsampled or split, so the rows that error messages name are the file's
     (0-based, header excluded).
@@ -934,8 +937,11 @@ def load_dataset(
     drop = tuple(drop)
     ambiguity = None
     key = str(name_or_path)
+    if generator_seed is not None and key not in SIM_VERSIONS:
+        raise ValueError(f"generator_seed applies to the generated SIM tables {sorted(SIM_VERSIONS)} only, not to {key!r}")
     if key in SIM_VERSIONS:
-        name, df, label, ambiguity = key, make_sim_version(key, seed=GENERATION_SEED), label or "label", "u"
+        table = make_sim_version(key, seed=GENERATION_SEED if generator_seed is None else generator_seed)
+        name, df, label, ambiguity = key, table, label or "label", "u"
     elif key in DATASETS:
         spec = DATASETS[key]
         try:
