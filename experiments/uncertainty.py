@@ -46,7 +46,7 @@ from sklearn.preprocessing import StandardScaler
 
 from pyro_jepa.data import SIM_VERSIONS, load_dataset
 from pyro_jepa.evaluate import PREDICTORS, DownstreamConfig
-from pyro_jepa.evaluate.ambiguity import ambiguity_scores, supervised_ceiling
+from pyro_jepa.evaluate.ambiguity import ambiguity_scores, feature_predictability, supervised_ceiling
 from pyro_jepa.evaluate.selective import CONFIDENCE, CombinedAbstention, aurc, confidence_scores, error_auroc, selective_report
 from pyro_jepa import cli, io
 from pyro_jepa.pipeline import pretrain, representations
@@ -145,6 +145,7 @@ class Experiment:
         self.selective: list[pd.DataFrame] = []
         self.runs: list[dict] = []
         self.figures: dict[str, dict] = {}
+        self.predictability: dict[str, float] = {}
 
     def pretrain(self, method: str, variant: str | None, name: str, splits, seed: int):
         model_config, train_config = make_preset(self.args.preset, name, len(splits.train), self.args.epochs, variant=variant or "default")
@@ -187,6 +188,7 @@ class Experiment:
             if "predictive-mse" in latent["test"]:
                 # How much better than the training mean the decoded predictor guesses hidden numerical features.
                 self.runs[-1]["predictor_skill"] = 1 - latent["test"]["predictive-mse"].mean() / float((splits.test.x_num**2).mean())
+                self.runs[-1]["predictability"] = self.predictability[name]
             confidence = {part: confidence_scores(proba[part]) for part in ("val", "test")}
             label = "Var-T-JEPA" if method == "var-t-jepa" else "T-JEPA"
             keys = {**base, "variant": variant or "-", "representation": label, "probe_accuracy": 1 - errors["test"].mean(),
@@ -210,6 +212,7 @@ class Experiment:
             splits = load_dataset(name, data_dir=self.args.data_dir, seed=self.args.split_seed, max_rows=self.args.max_rows)
             if splits.test.ambiguity is None:
                 raise ValueError(f"{name} has no ground-truth ambiguity column")
+            self.predictability[name] = feature_predictability(splits.train.x_num.cpu().numpy(), splits.test.x_num.cpu().numpy())
             for seed in self.args.seeds:
                 print(f"{name}, seed {seed}:", flush=True)
                 self.run_seed(name, splits, seed)
@@ -285,15 +288,18 @@ def report(args, results: pd.DataFrame, selective: pd.DataFrame, runs: pd.DataFr
         "",
         "*Predictor skill*: 1 − the mean squared error of the decoded predictor mean at hidden numerical features over the "
         "error of predicting the training mean (0: the conditional prior has learned nothing about hidden features from the "
-        "context; 1: perfect).",
+        "context; 1: perfect). *Predictable by the rest of the row*: the same measure for a ridge regression of each "
+        "numerical feature on all the others, fitted on the training rows (`pyro_jepa.evaluate.feature_predictability`): "
+        "what the table lets a predictor learn, for reference (the predictor sees only its context, the regression is linear).",
         "",
-        "| dataset | method | variant | seed | best epoch / epochs | optimizer steps (after the KL warm-up) | seconds | predictor skill |",
-        "|---|---|---|---|---|---|---|---|",
+        "| dataset | method | variant | seed | best epoch / epochs | optimizer steps (after the KL warm-up) | seconds | predictor skill "
+        "| predictable by the rest of the row |",
+        "|---|---|---|---|---|---|---|---|---|",
     ]
     for _, r in runs.iterrows():
-        skill = f"{r['predictor_skill']:.3f}" if pd.notna(r.get("predictor_skill")) else "–"
+        skill, reference = (f"{r[k]:.3f}" if pd.notna(r.get(k)) else "–" for k in ("predictor_skill", "predictability"))
         lines.append(f"| {r['dataset']} | {r['method']} | {r['variant']} | {r['seed']} | {r['best_epoch']} / {r['epochs']} "
-                     f"| {r['steps']} ({r['steps_after_warmup']}) | {r['seconds']:.0f} | {skill} |")
+                     f"| {r['steps']} ({r['steps_after_warmup']}) | {r['seconds']:.0f} | {skill} | {reference} |")
     for name, block in summary.groupby("dataset", sort=False):
         ours = SETTINGS_OF.get(name, name)
         paper = PAPER.get(ours, {})

@@ -6,7 +6,7 @@ from scipy.stats import spearmanr
 from sklearn.metrics import roc_auc_score
 
 from pyro_jepa.evaluate import classification_metrics
-from pyro_jepa.evaluate.ambiguity import ambiguity_scores, supervised_ceiling
+from pyro_jepa.evaluate.ambiguity import ambiguity_scores, feature_predictability, supervised_ceiling
 from pyro_jepa.evaluate.metrics import roc_auc, spearman
 from pyro_jepa.evaluate.selective import (
     CombinedAbstention,
@@ -72,6 +72,20 @@ def test_supervised_ceiling_reads_u_off_informative_features_only():
     low = supervised_ceiling(noise[:1000], u[:1000], noise[1000:], u[1000:])
     assert high["spearman"] > 0.95 and high["roc_auc"] > 0.95
     assert abs(low["spearman"]) < 0.15 and abs(low["roc_auc"] - 0.5) < 0.1
+
+
+def test_feature_predictability_known_answer():
+    # Columns 0 and 1 determine each other up to noise of variance 0.01; column 2 is independent, so
+    # the pooled score is (0.99 + 0.99 + 0) / 3 for unit-variance columns.
+    rng = np.random.default_rng(0)
+    a = rng.normal(size=20_000)
+    x = np.column_stack([a, a + 0.1 * rng.normal(size=20_000), rng.normal(size=20_000)])
+    x = (x - x[:10_000].mean(0)) / x[:10_000].std(0)
+    assert feature_predictability(x[:10_000], x[10_000:]) == pytest.approx(2 * (1 - 0.01 / 1.01) / 3, abs=0.01)
+    noise = rng.normal(size=(2000, 4))
+    assert abs(feature_predictability(noise[:1000], noise[1000:])) < 0.01
+    with pytest.raises(ValueError, match="same >= 2 columns"):
+        feature_predictability(x[:10, :2], x[:10])
 
 
 def test_selective_metrics_by_hand() -> None:

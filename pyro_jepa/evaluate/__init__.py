@@ -18,7 +18,7 @@ from pyro_jepa.evaluate.downstream import (
     train_xgboost,
 )
 from pyro_jepa.evaluate.metrics import classification_metrics, roc_auc, spearman, standardize
-from pyro_jepa.evaluate.ambiguity import ambiguity_scores, supervised_ceiling
+from pyro_jepa.evaluate.ambiguity import ambiguity_scores, feature_predictability, supervised_ceiling
 from pyro_jepa.evaluate.selective import (
     CombinedAbstention,
     RiskControlledAbstention,
@@ -40,6 +40,7 @@ __all__ = [
     "NetworkPredictor",
     "as_feature_matrix",
     "ambiguity_scores",
+    "feature_predictability",
     "supervised_ceiling",
     "CombinedAbstention",
     "RiskControlledAbstention",
