@@ -18,7 +18,9 @@ norm, k-means margin, Gaussian-mixture NLL: what a score needs no representation
 the probe's own confidence. A selective table compares abstaining by the default latent
 score, by the probe's confidence, by the validation-fitted combination of both
 (`CombinedAbstention`) and at random. Everything is reported as mean ± std over the seeds with the
-sign across seeds, beside the paper's Figure 3.
+sign across seeds, beside the paper's Figure 3. Each Var-T-JEPA run also gets its *predictor skill*
+(how well the decoded conditional-prior mean guesses hidden numerical features) beside what the
+table makes predictable (`feature_predictability`: each feature regressed on the rest of its row).
 
 Writes ``results.csv`` (one row per dataset, seed, variant and score), ``selective.csv``,
 ``config.json`` and Figure-3 PNGs into ``--out`` and the Markdown report ``--report``. Reruns resume
