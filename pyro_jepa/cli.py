@@ -131,12 +131,14 @@ def int_list(value: str) -> list[int]:
     Empty items are skipped; a list with no number, or an item that is not a whole number, is an
     argparse error naming the item, not a traceback.
     """
-    items = [item.strip() for item in value.split(",") if item.strip()]
-    try:
-        numbers = [int(item) for item in items]
-    except ValueError:
-        bad = next(item for item in items if not item.lstrip("+-").isdigit())
-        raise argparse.ArgumentTypeError(f"expected comma-separated whole numbers, got {bad!r} in {value!r}") from None
+    numbers = []
+    for item in (item.strip() for item in value.split(",")):
+        if not item:
+            continue
+        try:
+            numbers.append(int(item))
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"expected comma-separated whole numbers, got {item!r} in {value!r}") from None
     if not numbers:
         raise argparse.ArgumentTypeError(f"expected at least one whole number, got {value!r}")
     return numbers
