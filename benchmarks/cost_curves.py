@@ -30,7 +30,6 @@ from __future__ import annotations
 
 import argparse
 import math
-import platform
 import sys
 import tempfile
 import time
@@ -45,7 +44,7 @@ from matplotlib.ticker import NullFormatter
 from tqdm import tqdm
 
 from pyro_jepa import cli, io
-from pyro_jepa.benchmarking import median_time, saved_activation_mib, training_step
+from pyro_jepa.benchmarking import machine_description, median_time, saved_activation_mib, training_step
 from pyro_jepa.data.tabular import TabularData, TabularSchema
 from pyro_jepa.models import VarTJEPA
 from pyro_jepa.presets import make_preset
@@ -184,8 +183,7 @@ def main(argv: list[str] | None = None) -> int:
             if axis != "rows":
                 slopes[axis]["memory"] = slope(list(part["value"]), list(part["activations_mib"]))
     io.write_json({"command": " ".join(["python benchmarks/cost_curves.py", *(sys.argv[1:] if argv is None else argv)]),
-                   "threads": torch.get_num_threads(), "torch": torch.__version__, "python": platform.python_version(),
-                   "machine": platform.machine(), "slopes (log-log, last two points)": slopes}, args.out_dir / "cost_curves.json")
+                   **machine_description(), "slopes (log-log, last two points)": slopes}, args.out_dir / "cost_curves.json")
     plot(frame, args.out_dir / "cost_curves.png")
     print(frame.to_string(index=False))
     print("\nlog-log slope between the last two points (1 = linear):")

@@ -35,7 +35,7 @@ import pyro
 import torch
 
 from pyro_jepa import cli, io
-from pyro_jepa.benchmarking import sync, training_step
+from pyro_jepa.benchmarking import cpu_summary, sync, training_step
 from pyro_jepa.data import load_dataset
 from pyro_jepa.models import VarTJEPA
 from pyro_jepa.presets import make_preset
@@ -120,7 +120,7 @@ def _main(argv: list[str] | None) -> int:
     batch_size = min(64 if args.tiny else train_config.batch_size, len(splits.train))
     rows = splits.train.rows[:batch_size].to(device)
     results: dict = {"command": cli.command_line("benchmarks/gpu_check.py", argv), "device": str(device),
-                     "device_name": torch.cuda.get_device_name(device) if device.type == "cuda" else "cpu",
+                     "device_name": torch.cuda.get_device_name(device) if device.type == "cuda" else f"CPU: {cpu_summary()}",
                      "versions": {"torch": torch.__version__, "pyro": pyro.__version__, "cuda": torch.version.cuda},
                      "preset": preset, "dataset": args.dataset, "batch_size": batch_size, "model": model_config}
     for name, amp in (("fp32", False), ("bf16", True)):

@@ -41,7 +41,7 @@ import pyro
 import torch
 
 from pyro_jepa import cli
-from pyro_jepa.benchmarking import saved_activation_mib, sync
+from pyro_jepa.benchmarking import cpu_summary, saved_activation_mib, sync
 from pyro_jepa.data import load_dataset
 from pyro_jepa.data.registry import DatasetNotFoundError
 from pyro_jepa.models import VarTJEPA
@@ -278,7 +278,7 @@ def main(argv: list[str] | None = None) -> int:
               f"{saved[v]:.0f} |" + (f" {peaks[v]:.0f} |" if on_gpu else "") + f" {med / hand_median:.3f} | {paired(v)} |")
     print(f"\nprocess peak resident set (ru_maxrss): {resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20:.2f} GiB")
     print(f"{args.reps} timed steps per variant (after {args.warmup} untimed), interleaved; "
-          f"torch {torch.__version__}, pyro {pyro.__version__}, Python {platform.python_version()}, {platform.processor() or platform.machine()}")
+          f"torch {torch.__version__}, pyro {pyro.__version__}, Python {platform.python_version()}, {cpu_summary()}")
     return 0
 
 

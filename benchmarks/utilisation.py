@@ -30,7 +30,6 @@ from __future__ import annotations
 
 import argparse
 import itertools
-import platform
 import statistics
 import sys
 import time
@@ -45,7 +44,7 @@ from torch.profiler import ProfilerActivity, profile
 from torch.utils import flop_counter
 
 from pyro_jepa import cli, io
-from pyro_jepa.benchmarking import count_flops, matmul_flops_per_second, median_time, sync
+from pyro_jepa.benchmarking import count_flops, machine_description, matmul_flops_per_second, median_time, sync
 from pyro_jepa.data import load_dataset
 from pyro_jepa.data.registry import DatasetNotFoundError
 from pyro_jepa.models import VJE, VarTJEPA
@@ -307,10 +306,9 @@ def main(argv: list[str] | None = None) -> int:
         print(f"{name}: {results[-1]['achieved GFLOP/s']:.1f} GFLOP/s, {results[-1]['share of matmul']:.1%} of matmul", flush=True)
 
     header = {"command": " ".join(["python benchmarks/utilisation.py", *(sys.argv[1:] if argv is None else argv)]), "device": str(device),
-              "threads": torch.get_num_threads(), "torch": torch.__version__, "python": platform.python_version(),
-              "matmul 1024x1024 float32 GFLOP/s": matmul / 1e9}
+              **machine_description(), "matmul 1024x1024 float32 GFLOP/s": matmul / 1e9}
     io.write_json({**header, "cases": results}, args.out)
-    print(f"\n{header['threads']} threads, {device}; matmul 1024x1024 float32: {matmul / 1e9:.1f} GFLOP/s\n")
+    print(f"\n{header['threads']} threads, {device} ({header['cpu']}, {header['cpu_capability']} kernels); matmul 1024x1024 float32: {matmul / 1e9:.1f} GFLOP/s\n")
     print(markdown_table(pd.DataFrame([{k: r[k] for k in ("case", "GFLOP per step", "median step (ms)", "achieved GFLOP/s", "share of matmul")} for r in results])))
     for r in results:
         print(f"\n{r['case']}: {r['model']}\n")

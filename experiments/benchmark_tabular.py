@@ -33,6 +33,7 @@ from pyro_jepa.evaluate.ambiguity import supervised_ceiling
 from pyro_jepa.evaluate.selective import abstention_study, error_auroc
 from pyro_jepa.evaluate.aggregate import count_cells, format_mean_std, summarize_runs
 from pyro_jepa import cli, io
+from pyro_jepa.benchmarking import cpu_summary
 from pyro_jepa.io import write_json
 from pyro_jepa.pipeline import device_of, pretrain, representations, uncertainties
 from pyro_jepa.presets import PRESETS, SETTINGS_NOTES, SETTINGS_OF, VARIANTS, make_preset
@@ -336,7 +337,7 @@ def report(args, runs: pd.DataFrame, timing: dict, command: str) -> str:
     lines = [
         "# Tabular benchmark: Var-T-JEPA vs T-JEPA vs raw features",
         "",
-        f"Made by `{command}` on {platform.node() or 'this machine'} ({os.cpu_count()} CPU cores, "
+        f"Made by `{command}` on {platform.node() or 'this machine'} ({cpu_summary()}, {os.cpu_count()} CPU cores, "
         f"{'CUDA' if resolve_device(args.device).type == 'cuda' else 'no GPU'}; Python {platform.python_version()}).",
         f"Preset `{args.preset}`{' with --quick' if args.quick else ''}, model variant `{args.variant}` ({VARIANTS[args.variant]}): "
         f"{args.pretrain_seeds} pre-training seed(s), "

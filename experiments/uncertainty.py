@@ -51,6 +51,7 @@ from pyro_jepa.evaluate import PREDICTORS, DownstreamConfig
 from pyro_jepa.evaluate.ambiguity import ambiguity_scores, feature_predictability, supervised_ceiling
 from pyro_jepa.evaluate.selective import CONFIDENCE, CombinedAbstention, aurc, confidence_scores, error_auroc, selective_report
 from pyro_jepa import cli, io
+from pyro_jepa.benchmarking import cpu_summary
 from pyro_jepa.pipeline import pretrain, representations
 from pyro_jepa.presets import PRESETS, SETTINGS_NOTES, SETTINGS_OF, VARIANTS, make_preset
 from pyro_jepa.train import resolve_device
@@ -266,7 +267,7 @@ def report(args, results: pd.DataFrame, selective: pd.DataFrame, runs: pd.DataFr
     lines = [
         "# Latent uncertainty vs true ambiguity (Var-JEPA Figure 3), over pre-training seeds",
         "",
-        f"Made by `{command}` on {platform.node() or 'this machine'} ({os.cpu_count()} CPU cores, "
+        f"Made by `{command}` on {platform.node() or 'this machine'} ({cpu_summary()}, {os.cpu_count()} CPU cores, "
         f"{'CUDA' if device.startswith('cuda') else 'no GPU'}; Python {platform.python_version()}, torch {torch.__version__}); "
         f"load average {load[0][0]:.1f} at the start and {load[1][0]:.1f} at the end (other jobs shared the machine); "
         f"{seconds / 60:.0f} min in all (pre-training resumed from existing checkpoints counts its own time in the table below).",

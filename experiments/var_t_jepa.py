@@ -27,6 +27,7 @@ import pandas as pd
 import torch
 
 from pyro_jepa import cli, distributed, io
+from pyro_jepa.benchmarking import machine_description
 from pyro_jepa.data import DATASETS, SIM_VERSIONS, load_dataset
 from pyro_jepa.models import ROW_SCORES, TERMS
 from pyro_jepa.evaluate import DownstreamConfig, collapse_report, evaluate_embeddings, spearman
@@ -201,6 +202,7 @@ def resolved_config(args, argv, splits, dataset: str, model_config, train_config
         "downstream": downstream_config,
         "device": str(device),
         "versions": {"torch": torch.__version__, "pyro": __import__("pyro").__version__, "python": sys.version.split()[0]},
+        "machine": machine_description(),  # another CPU's kernels give other last bits, so other trained weights
     })
 
 

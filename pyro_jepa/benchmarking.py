@@ -9,9 +9,12 @@ A user who writes a model variant measures it with the same tools::
 
 from __future__ import annotations
 
+import os
+import platform
 import statistics
 import time
 from collections.abc import Callable
+from pathlib import Path
 
 import torch
 from torch.utils import flop_counter
@@ -101,3 +104,34 @@ def matmul_flops_per_second(device: torch.device | str | None = None, n: int = 1
     """FLOP/s of an ``n x n`` float32 matmul (2n³ operations) on the current threads: the machine's reference."""
     a, b = torch.randn(n, n, device=device), torch.randn(n, n, device=device)
     return 2 * n**3 / median_time(lambda: a @ b, reps, 3, device)
+
+
+def cpu_model() -> str:
+    """The CPU's model name (``/proc/cpuinfo`` on Linux, else what `platform` knows)."""
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or platform.machine()
+
+
+def cpu_summary() -> str:
+    """The CPU and the instruction set of torch's kernels on it, for a report's machine line."""
+    return f"{cpu_model()}, {torch.backends.cpu.get_cpu_capability()} kernels"
+
+
+def machine_description() -> dict[str, object]:
+    """What a timing or a result depends on besides the code: the CPU and the instruction set torch's
+    kernels use on it (two CPUs with other kernels give other last bits, and so other trained weights),
+    cores, torch threads, the GPU if any, and the versions."""
+    return {
+        "cpu": cpu_model(),
+        "cpu_capability": torch.backends.cpu.get_cpu_capability(),
+        "cores": os.cpu_count(),
+        "threads": torch.get_num_threads(),
+        "gpu": torch.cuda.get_device_name() if torch.cuda.is_available() else None,
+        "torch": torch.__version__,
+        "python": platform.python_version(),
+    }

@@ -13,6 +13,7 @@ import numpy as np
 import pyro
 import torch
 
+from .benchmarking import machine_description
 from .data.images import IMAGE_DATASETS, ImageData, load_images, stratified_subset
 from .data.registry import resolve_data_dir
 from .models import SimSiam, SimSiamConfig, VICReg, VICRegConfig, VJE, VJEConfig
@@ -195,5 +196,6 @@ def run_header(args: argparse.Namespace, argv: list[str] | None) -> dict:
         "command": " ".join([Path(sys.argv[0]).name, *(argv if argv is not None else sys.argv[1:])]),
         "args": vars(args),
         "versions": {"torch": torch.__version__, "pyro": pyro.__version__, "python": sys.version.split()[0]},
+        "machine": machine_description(),
         "threads": torch.get_num_threads(),
     }

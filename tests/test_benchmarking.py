@@ -78,6 +78,7 @@ def test_utilisation_tiny_run(tmp_path):
     ) == 0
     result = json.loads(out.read_text())
     assert result["matmul 1024x1024 float32 GFLOP/s"] > 0
+    assert result["threads"] == torch.get_num_threads() and result["cpu_capability"] == torch.backends.cpu.get_cpu_capability()
     cases = {c["case"]: c for c in result["cases"]}
     for case in cases.values():
         assert case["GFLOP per step"] > 0 and 0 < case["share of matmul"]

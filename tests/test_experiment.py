@@ -2,10 +2,12 @@
 
 import importlib.util
 import json
+import os
 from pathlib import Path
 
 import pandas as pd
 import pytest
+import torch
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -50,6 +52,9 @@ def test_results_compare_all_representations(run):
     assert results["accuracy"].between(0, 1).all()
     config = json.loads((out / "config.json").read_text())
     assert config["train"]["seed"] == 1 and config["dataset"]["rows"] == {"train": 420, "val": 60, "test": 120}
+    # The kernels' instruction set decides the last bits of every trained weight: it is recorded with the run.
+    assert config["machine"]["cpu_capability"] == torch.backends.cpu.get_cpu_capability()
+    assert config["machine"]["cores"] == os.cpu_count() and config["machine"]["cpu"]
     metrics = json.loads((out / "metrics.json").read_text())
     assert metrics["methods"]["Var-T-JEPA"]["collapse_test"]["mean_std"] > 0
     summary = pd.read_csv(out / "arviz_summary.csv", index_col=0)
