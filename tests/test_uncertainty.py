@@ -134,6 +134,26 @@ def test_predictive_nll_is_the_decoded_predictor_mean_scored_at_hidden_features(
         assert scores["predictive-mse"][i].item() == pytest.approx(np.mean(squared) if squared else 0.0, rel=1e-5, abs=1e-6)
 
 
+@pytest.mark.parametrize("decoder_scale", ["global", "row"])
+def test_reconstruction_nll_is_the_rows_own_nll_under_the_decoded_posterior_mean(schema, table, decoder_scale):
+    torch.manual_seed(0)
+    model = VarTJEPA(schema, replace(SMALL, decoder_scale=decoder_scale)).eval()
+    rows = table.rows[:3]
+    score = model.scores(rows, ["reconstruction-nll"])["reconstruction-nll"]
+    loc, _ = model.posterior(rows)
+    mean, sigma, logits = model.decode("y", loc)
+    sigma = sigma.expand_as(mean)
+    for i in range(3):
+        nll = []
+        for j in range(schema.n_features):
+            if j < schema.n_numerical:
+                x, m, s = rows[i, j].item(), mean[i, j].item(), sigma[i, j].item()
+                nll.append(0.5 * ((x - m) / s) ** 2 + math.log(s) + 0.5 * math.log(2 * math.pi))
+            else:
+                nll.append(-torch.log_softmax(logits[i, j - schema.n_numerical], -1)[int(rows[i, j])].item())
+        assert score[i].item() == pytest.approx(np.mean(nll), rel=1e-5)
+
+
 def test_predictive_kl_is_the_elbo_prediction_term_per_row(schema, table):
     """With one mask and s_x, z at their posterior means, predictive-kl is the row's KL between the
     model's own target posterior and conditional prior (the Pyro sites), per target feature."""

@@ -29,6 +29,8 @@ ROW_SCORES: dict[str, str] = {
     "masks (heteroscedastic decoders only)",
     "decoder-scale": "mean log of the decoder std of the row's numerical features decoded from its posterior mean "
     "(heteroscedastic decoders only)",
+    "reconstruction-nll": "negative log-likelihood per feature of the row's own values under the target decoder at its "
+    "posterior mean (the whole row as context): how badly the row's latent explains the row",
     "prediction-error": "T-JEPA's squared latent prediction error at hidden features, over masks",
 }
 PAPER_SCORES = ("posterior-mean", "posterior-q90")

@@ -81,7 +81,8 @@ class VarTJEPA(MaskedTabular, VarJEPA):
         if not row_scale:
             self.log_sigma_x = nn.Parameter(torch.zeros(()))
             self.log_sigma_y = nn.Parameter(torch.zeros(()))
-        self.score_names = ("posterior-mean", "posterior-q90", "posterior-entropy", "prior-std", "predictive-nll", "predictive-kl", "predictive-mse") + (
+        self.score_names = ("posterior-mean", "posterior-q90", "posterior-entropy", "prior-std", "predictive-nll", "predictive-kl", "predictive-mse",
+                            "reconstruction-nll") + (
             ("predictive-scale", "decoder-scale") if row_scale else ()
         )
 
@@ -202,7 +203,7 @@ class VarTJEPA(MaskedTabular, VarJEPA):
         ``predictive-nll``, ``predictive-scale``, ``predictive-kl``, ``predictive-mse``) average ``n_masks`` training-like mask draws seeded by
         ``seed`` (the same rows give the same scores; mask sizes are drawn per chunk of rows)."""
         names = check_score_names(names, self.score_names, self.name)
-        needs_posterior = any(n.startswith("posterior-") or n == "decoder-scale" for n in names)
+        needs_posterior = any(n.startswith("posterior-") or n in ("decoder-scale", "reconstruction-nll") for n in names)
         return self._scores(rows, names, n_masks, seed, self.posterior(rows) if needs_posterior else None)
 
     @torch.no_grad()
@@ -223,6 +224,8 @@ class VarTJEPA(MaskedTabular, VarJEPA):
                     out[name] = aggregate_std(scale, name.removeprefix("posterior-"))
             if "decoder-scale" in names:
                 out["decoder-scale"] = self.target_decoder.scale(loc).log().mean(-1)
+            if "reconstruction-nll" in names:
+                out["reconstruction-nll"] = -MixedTabular(*self.decode("y", loc), self.cardinalities).feature_log_prob(rows).mean(-1)
         masked = ("prior-std", "predictive-nll", "predictive-scale", "predictive-kl", "predictive-mse")
         if any(n in masked for n in names):
             values = self.mask_average(rows, self._masked_scores, n_masks, seed)
