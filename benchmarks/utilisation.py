@@ -17,7 +17,10 @@ engine's AdamW) is
    grouped by shape, each group timed alone at its median length (forward + backward) with the math
    and the flash backend; the encoders' feed-forward layer is timed alone too. These say how fast the
    step's own kernels can run at the step's shapes. On a CPU, clipping + AdamW over the model's
-   parameters is also timed per torch code path (per-tensor loop, foreach, fused).
+   parameters is also timed per torch code path (per-tensor loop, foreach, fused);
+4. bounded: the *kernel ceiling*, the share a step would reach if its attention ran at the faster
+   backend and every other FLOP at the feed-forward layer's speed (`kernel_ceiling`), an upper bound
+   on what tuning the rest of the step can give at these shapes.
 
 Cases: ``cpu`` (Var-T-JEPA, the cpu preset on SIM, batch 256, the main job's model), ``paper``
 (Var-JEPA Table 7's Adult row, batch 512; SIM's columns when Adult is not found) and ``vje`` (VJE's
@@ -240,6 +243,25 @@ def optimizer_paths(model: torch.nn.Module, reps: int, steps: int = 30) -> dict[
     return out
 
 
+def kernel_ceiling(flops: float, attention: list[dict], linear: dict | None, matmul: float) -> float | None:
+    """The share of the matmul reference that a step of ``flops`` could reach with its own kernels: its
+    attention calls at the faster measured backend (each group at its median length) and every other
+    FLOP at the speed of the model's own feed-forward layer alone. Elementwise work, dropout masks and
+    the optimizer cost nothing here, so the real step can only be slower: a step whose attention is
+    slow at its shapes cannot reach a share above this, however the rest is tuned."""
+    if not linear:
+        return None
+    attention_seconds = attention_flops = 0.0
+    for group in attention:
+        backends = [b for b in ("math", "flash_attention") if f"{b} (ms)" in group]
+        fastest = min(backends, key=lambda b: group[f"{b} (ms)"])
+        seconds = group["calls per step"] * group[f"{fastest} (ms)"] / 1e3
+        attention_seconds += seconds
+        attention_flops += seconds * group[f"{fastest} (GFLOP/s)"] * 1e9
+    rest_seconds = max(flops - attention_flops, 0.0) / (linear["GFLOP/s"] * 1e9)
+    return flops / (attention_seconds + rest_seconds) / matmul
+
+
 def measure(case: Case, args: argparse.Namespace, device: torch.device, matmul: float) -> dict:
     with pyro.validation_enabled(False):
         flops = count_flops(case.step)
@@ -260,7 +282,7 @@ def measure(case: Case, args: argparse.Namespace, device: torch.device, matmul: 
     return {
         "case": case.name, "model": case.note, "parameters": sum(p.numel() for p in case.model.parameters()),
         "GFLOP per step": flops / 1e9, "median step (ms)": 1000 * step, "achieved GFLOP/s": flops / step / 1e9,
-        "share of matmul": flops / step / matmul,
+        "share of matmul": flops / step / matmul, "kernel ceiling (share of matmul)": kernel_ceiling(flops, attention, linear, matmul),
         "breakdown (share of step)": {k: v / phase_total for k, v in breakdown.items()},
         "top operators": top_ops, "attention calls": attention, "feed-forward matmul alone": linear,
         "optimizer paths (clip + AdamW, random gradients)": optimizers,
@@ -309,7 +331,7 @@ def main(argv: list[str] | None = None) -> int:
               **machine_description(), "matmul 1024x1024 float32 GFLOP/s": matmul / 1e9}
     io.write_json({**header, "cases": results}, args.out)
     print(f"\n{header['threads']} threads, {device} ({header['cpu']}, {header['cpu_capability']} kernels); matmul 1024x1024 float32: {matmul / 1e9:.1f} GFLOP/s\n")
-    print(markdown_table(pd.DataFrame([{k: r[k] for k in ("case", "GFLOP per step", "median step (ms)", "achieved GFLOP/s", "share of matmul")} for r in results])))
+    print(markdown_table(pd.DataFrame([{k: r[k] for k in ("case", "GFLOP per step", "median step (ms)", "achieved GFLOP/s", "share of matmul", "kernel ceiling (share of matmul)")} for r in results])))
     for r in results:
         print(f"\n{r['case']}: {r['model']}\n")
         print(markdown_table(pd.DataFrame([{"phase": k, "share of step": v} for k, v in r["breakdown (share of step)"].items()])))

@@ -88,9 +88,20 @@ def test_utilisation_tiny_run(tmp_path):
     assert attention == {(4, 8), (4, 4)}
     assert all(a["flash_attention (ms)"] > 0 and a["math (ms)"] > 0 for a in cases["cpu"]["attention calls"])
     assert cases["vje"]["attention calls"] == []
+    assert cases["cpu"]["kernel ceiling (share of matmul)"] > 0 and cases["vje"]["kernel ceiling (share of matmul)"] is None
     paths = cases["cpu"]["optimizer paths (clip + AdamW, random gradients)"]
     assert paths["foreach"]["max |difference| from the loop"] == 0.0  # the engine's path changes no result
     assert all(p["ms"] > 0 for p in paths.values())
+
+
+def test_kernel_ceiling_known_answer():
+    ceiling = load_script("utilisation", "benchmarks").kernel_ceiling
+    # Two attention calls, the faster backend 50 ms at 2 GFLOP/s each: 0.1 s for 0.2 GFLOP. The other
+    # 9.8 GFLOP at the feed-forward layer's 98 GFLOP/s: 0.1 s. 10 GFLOP in 0.2 s against 100 GFLOP/s: 0.5.
+    attention = [{"calls per step": 2, "math (ms)": 100.0, "math (GFLOP/s)": 1.0, "flash_attention (ms)": 50.0, "flash_attention (GFLOP/s)": 2.0}]
+    assert ceiling(10e9, attention, {"GFLOP/s": 98.0}, 100e9) == pytest.approx(0.5)
+    assert ceiling(10e9, [], {"GFLOP/s": 98.0}, 100e9) == pytest.approx(0.98)  # no attention: the layer's own share
+    assert ceiling(10e9, attention, None, 100e9) is None  # no feed-forward layer timed (VJE's convnet)
 
 
 def test_cost_curves_tiny_run(tmp_path):
