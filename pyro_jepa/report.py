@@ -6,6 +6,7 @@ a notebook user's backend or keeps figures alive in pyplot's global state.
 
 from __future__ import annotations
 
+import math
 import os
 
 import pandas as pd
@@ -15,11 +16,13 @@ from . import io
 
 
 def markdown_table(frame: pd.DataFrame, floats: str = "{:.4f}") -> str:
-    """``frame`` as a Markdown table: one row per row, floats formatted with ``floats``."""
+    """``frame`` as a Markdown table: one row per row, floats formatted with ``floats``, a missing
+    value (None or NaN, e.g. a measurement that does not apply) as "–"."""
     header = "| " + " | ".join(str(c) for c in frame.columns) + " |"
     lines = [header, "|" + "---|" * len(frame.columns)]
     for _, row in frame.iterrows():
-        cells = [floats.format(v) if isinstance(v, float) else str(v) for v in row.values]
+        cells = ["–" if v is None or (isinstance(v, float) and math.isnan(v)) else floats.format(v) if isinstance(v, float) else str(v)
+                 for v in row.values]
         lines.append("| " + " | ".join(cells) + " |")
     return "\n".join(lines)
 
