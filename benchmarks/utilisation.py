@@ -47,7 +47,7 @@ from torch.profiler import ProfilerActivity, profile
 from torch.utils import flop_counter
 
 from pyro_jepa import cli, io
-from pyro_jepa.benchmarking import count_flops, machine_description, matmul_flops_per_second, median_time, sync
+from pyro_jepa.benchmarking import count_flops, cpu_summary, machine_description, matmul_flops_per_second, median_time, sync
 from pyro_jepa.data import load_dataset
 from pyro_jepa.data.registry import DatasetNotFoundError
 from pyro_jepa.models import VJE, VarTJEPA
@@ -253,7 +253,7 @@ def kernel_ceiling(flops: float, attention: list[dict], linear: dict | None, mat
         return None
     attention_seconds = attention_flops = 0.0
     for group in attention:
-        backends = [b for b in ("math", "flash_attention") if f"{b} (ms)" in group]
+        backends = [key.removesuffix(" (ms)") for key in group if key.endswith(" (ms)")]  # those `measure` timed
         fastest = min(backends, key=lambda b: group[f"{b} (ms)"])
         seconds = group["calls per step"] * group[f"{fastest} (ms)"] / 1e3
         attention_seconds += seconds
@@ -330,7 +330,7 @@ def main(argv: list[str] | None = None) -> int:
     header = {"command": " ".join(["python benchmarks/utilisation.py", *(sys.argv[1:] if argv is None else argv)]), "device": str(device),
               **machine_description(), "matmul 1024x1024 float32 GFLOP/s": matmul / 1e9}
     io.write_json({**header, "cases": results}, args.out)
-    print(f"\n{header['threads']} threads, {device} ({header['cpu']}, {header['cpu_capability']} kernels); matmul 1024x1024 float32: {matmul / 1e9:.1f} GFLOP/s\n")
+    print(f"\n{header['threads']} threads, {device} ({cpu_summary()}); matmul 1024x1024 float32: {matmul / 1e9:.1f} GFLOP/s\n")
     print(markdown_table(pd.DataFrame([{k: r[k] for k in ("case", "GFLOP per step", "median step (ms)", "achieved GFLOP/s", "share of matmul", "kernel ceiling (share of matmul)")} for r in results])))
     for r in results:
         print(f"\n{r['case']}: {r['model']}\n")

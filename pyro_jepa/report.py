@@ -21,10 +21,14 @@ def markdown_table(frame: pd.DataFrame, floats: str = "{:.4f}") -> str:
     header = "| " + " | ".join(str(c) for c in frame.columns) + " |"
     lines = [header, "|" + "---|" * len(frame.columns)]
     for _, row in frame.iterrows():
-        cells = ["–" if v is None or (isinstance(v, float) and math.isnan(v)) else floats.format(v) if isinstance(v, float) else str(v)
-                 for v in row.values]
-        lines.append("| " + " | ".join(cells) + " |")
+        lines.append("| " + " | ".join(_cell(v, floats) for v in row.values) + " |")
     return "\n".join(lines)
+
+
+def _cell(value, floats: str) -> str:
+    if value is None or (isinstance(value, float) and math.isnan(value)):
+        return "–"
+    return floats.format(value) if isinstance(value, float) else str(value)
 
 
 def figure(rows: int = 1, columns: int = 1, size: tuple[float, float] = (5.5, 4.0), **subplots) -> tuple[Figure, object]:
