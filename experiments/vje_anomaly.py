@@ -14,7 +14,8 @@ Benchmarks:
   and MNIST digits (out, the shared mnist-10k file); the same preprocessing for both (28×28 gray
   repeated to 3 channels). Also reports k-NN accuracy on Fashion-MNIST for the same models.
 
-Best epoch by validation loss on held-out training-distribution images (no labels). Scores, higher =
+Every method is scored at its last epoch (``--select loss``: the epoch with the lowest loss on held-out
+training-distribution images; both rules are label-free). Scores, higher =
 more anomalous, all on the same trained models: for every method the mean cosine distance to the k
 nearest training features (``k-NN``) and the Mahalanobis distance of the normalized features
 (``Mahalanobis``); for VJE the same two on its posterior means μ, its negative symmetric ELBO, the
@@ -78,7 +79,8 @@ OOD_DATASET = "mnist-10k"
 FLOATS = "{:.4g}"
 # Display names of VJE's scores (`pyro_jepa.models.vje.SCORES`).
 VJE_SCORE_LABELS = {"neg_elbo": "−ELBO", "neg_loglik": "−log-lik", "kl": "KL", "typicality": "typicality",
-                    "kl_training": "KL to training posteriors", "neg_evidence": "−evidence",
+                    "kl_training": "KL to training posteriors", "kl_training_gaussian": "KL to training Gaussian",
+                    "neg_evidence": "−evidence",
                     "elbo_two_sided": "|Δ ELBO| (typical set)", "mean_sigma": "mean σ", "entropy": "entropy"}
 
 
@@ -93,6 +95,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--score-pairs", type=int, default=4, help="view pairs averaged in VJE's ELBO scores")
     p.add_argument("--score-parts", action="store_true",
                    help="VJE: also report the location and the scale term of the KL to the training posteriors alone (a diagnostic)")
+    p.add_argument("--select", default="last", choices=("last", "loss"),
+                   help="checkpoint rule, both label-free: the last epoch (default) or the lowest validation loss, "
+                        "which picked early, noisy epochs for VJE (docs/results/vje.md §4d)")
     p.add_argument("--resume", action="store_true", help="continue the run in --out: finished models are loaded, not retrained, and re-scored")
     args = p.parse_args(argv)
     if args.resume and (args.out is None or args.overwrite):
@@ -149,7 +154,7 @@ def model_diagnostics(method, result, test_rows: torch.Tensor) -> dict:
 def train_one(name: str, args, train: ImageData, val: ImageData, folder: Path):
     seed_everything(args.seed)  # same initial weights whatever ran before
     method = build_method(name, args)
-    result = fit(method, train, val, train_config(args, "loss", len(train)), folder, resume=args.resume)
+    result = fit(method, train, val, train_config(args, args.select, len(train)), folder, resume=args.resume)
     return method.cpu(), result
 
 
@@ -215,7 +220,9 @@ def benchmark(args: argparse.Namespace, argv: list[str] | None, out: Path) -> in
         ood_all = load_images(OOD_DATASET, resolve_data_dir(args.data_dir))[1]
         ood = ood_all.subset(np.arange(min(args.ood_test, len(ood_all))))
     started = time.perf_counter()
-    io.write_json(run_header(args, argv), out / "config.json")
+    header = run_header(args, argv)
+    if not args.resume:  # a resumed run records its command once its models loaded (a refused resume changes nothing)
+        io.write_json(header, out / "config.json")
     print(f"{args.benchmark}: seeds {args.seeds}, methods {args.methods}; run folder {out}")
 
     records, models, variances = [], [], {}
@@ -231,6 +238,8 @@ def benchmark(args: argparse.Namespace, argv: list[str] | None, out: Path) -> in
             models.append({"seed": seed, "task": task, "method": label, **extra, **model_diagnostics(method, result, test.rows)})
             if isinstance(method, VJE):
                 variances[f"{task}, seed {seed}"] = method.uncertainty(test.rows).pow(2).mean(0).numpy()
+    if args.resume:
+        io.write_json(header, out / "config.json")
     frame, model_frame = pd.DataFrame(records), pd.DataFrame(models)
     io.write_csv(frame, out / "results.csv")
     io.write_csv(model_frame, out / "models.csv")

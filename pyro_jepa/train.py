@@ -27,7 +27,7 @@ from .io import CheckpointError
 from .evaluate.diagnostics import linear_probe_accuracy
 from .models.base import SSLMethod
 
-SELECTION_RULES = ("probe", "loss", "probe-filtered")
+SELECTION_RULES = ("probe", "loss", "probe-filtered", "last")
 
 
 @dataclass
@@ -38,7 +38,8 @@ class TrainConfig:
     embeddings (label-informed, on the validation split only); "loss" keeps the epoch with the
     lowest validation loss (label-free); "probe-filtered" is the paper's rule for Var-T-JEPA (label-
     informed): the probe's accuracy on the validation rows left after dropping the 20 % most
-    uncertain by the method's default score, which favours the selective metrics.
+    uncertain by the method's default score, which favours the selective metrics; "last" keeps the
+    final epoch (label-free, the usual SSL protocol: no validation signal picks the weights).
 
     Epochs that end inside a method's KL warm-up (``method.selectable_from()``) are never
     selected: their loss weights are not yet the final ones, so neither their validation loss nor
@@ -328,6 +329,8 @@ class _Training:
         row["selectable"] = self.step >= self.selectable_from
         if not row["selectable"]:
             return row, -math.inf
+        if config.select == "last":
+            return row, float(epoch + 1)
         if config.select != "loss" and ((epoch + 1) % config.probe_every == 0 or epoch + 1 == config.epochs):
             row["val_probe_accuracy"] = _probe_score(method, self.train, self.val, config.probe_rows, config.select == "probe-filtered")
             return row, row["val_probe_accuracy"]

@@ -192,13 +192,16 @@ def warming_method(schema, anneal: int) -> VarTJEPA:
     return VarTJEPA(schema, replace(SMALL, weights=weights))
 
 
-@pytest.mark.parametrize("select", ["loss", "probe"])
+@pytest.mark.parametrize("select", ["loss", "probe", "last"])
 def test_no_epoch_inside_the_kl_warm_up_is_selected(schema, splits, tmp_path, select):
     # The validation loss grows while the KL weights ramp up, so without the rule epoch 1 would win.
     result = fit(warming_method(schema, anneal=8), *splits, replace(FAST, select=select), tmp_path)
     history = pd.read_csv(tmp_path / "history.csv")
     assert list(history["selectable"]) == [False, True, True, True]  # 4 steps per epoch, warm-up ends at step 8
     assert result.best_epoch >= 2
+    if select == "last":  # the final weights, whatever the validation loss says
+        assert result.best_epoch == 4 and "val_probe_accuracy" not in history
+        assert torch.load(tmp_path / "best.pt", weights_only=True)["epoch"] == 4
     if select == "probe":
         assert history["val_probe_accuracy"].isna().tolist() == [True, False, False, False]  # not even probed
 

@@ -136,7 +136,8 @@ def mixture_log_prob(method: VJE, z: torch.Tensor) -> torch.Tensor:
 @pytest.mark.parametrize(
     "overrides",
     [{}, {"polar": False}, {"likelihood": "gaussian"}, {"shared_variance": False}, {"directional": "stereographic"},
-     {"directional": "gnomonic", "prior": "mixture"}, {"prior": "vamp", "prior_components": 3}],
+     {"directional": "gnomonic", "prior": "mixture"}, {"prior": "vamp", "prior_components": 3},
+     {"kl_weight": 0.3}, {"kl_weight": 0.05, "prior": "mixture"}],
 )
 def test_pyro_elbo_equals_hand_written_symmetric_elbo(overrides):
     method = small_vje(**overrides)
@@ -154,7 +155,7 @@ def test_pyro_elbo_equals_hand_written_symmetric_elbo(overrides):
         log_prior = mixture_log_prob(method, z) if method.config.prior != "standard" else std_normal_log_prob(z, torch.zeros_like(z), torch.ones_like(z))
         log_q = std_normal_log_prob(z, q.loc, q.scale)
         log_lik = method.likelihood(z, q).log_prob(h[t])
-        elbo = elbo + 0.5 * (log_prior + log_lik - log_q).mean()
+        elbo = elbo + 0.5 * (log_lik + method.config.kl_weight * (log_prior - log_q)).mean()
     assert torch.allclose(loss, -elbo, rtol=1e-5, atol=1e-5)
 
 
@@ -185,6 +186,11 @@ def test_sites_scales_and_stop_gradient():
     model, guide = traces(method, h_a, h_b)
     assert model.nodes["h_ab"]["is_observed"] and not model.nodes["h_ab"]["value"].requires_grad
     assert model.nodes["z_ab"]["scale"] == pytest.approx(0.5 / 5)
+    model, guide = traces(small_vje(kl_weight=0.1), h_a, h_b)
+    assert model.nodes["z_ab"]["scale"] == guide.nodes["z_ab"]["scale"] == pytest.approx(0.1 * 0.5 / 5)
+    assert model.nodes["h_ab"]["scale"] == pytest.approx(0.5 / 5)
+    with pytest.raises(ValueError, match="kl_weight"):
+        VJEConfig(kl_weight=0.0)
     model, _ = traces(small_vje(stop_gradient=False), h_a, h_b)
     assert model.nodes["h_ab"]["value"].requires_grad
 
@@ -238,7 +244,8 @@ def sphere_clusters(n: int, centers: torch.Tensor, g: torch.Generator, spread: f
 def typicality_auroc(prior: str, steps: int = 300, seed: int = 1, score: str = "typicality") -> float:
     """Fit VJE's inference network and prior on two clusters of embeddings on the sphere (two noisy
     views per point), then rank 200 cluster points and 50 points of an unseen third direction by
-    ``score`` ("typicality" under p_ψ, or "kl_training" against 500 training-cluster points);
+    ``score`` ("typicality" under p_ψ, or "kl_training" / "kl_training_gaussian" against 500
+    training-cluster points);
     returns the AUROC of "outlier"."""
     from sklearn.metrics import roc_auc_score
 
@@ -259,8 +266,10 @@ def typicality_auroc(prior: str, steps: int = 300, seed: int = 1, score: str = "
         h = torch.cat([sphere_clusters(200, centers[:2], g), sphere_clusters(50, centers[2:], g)])
         if score == "typicality":
             values = method.cross_entropy(method.posterior(h), samples=16, generator=g)
-        else:
+        elif score == "kl_training":
             values = method.training_kl(sphere_clusters(500, centers[:2], g), h)
+        else:
+            values = method.training_kl_gaussian(sphere_clusters(500, centers[:2], g), h)
     return roc_auc_score(torch.arange(250) >= 200, values)
 
 
@@ -276,6 +285,12 @@ def test_kl_to_the_training_posteriors_ranks_an_outlier_direction():
     direction. (With the fixed N(0, I) prior this toy's posteriors stay close to the prior, ‖μ‖ ≈ 0.6
     against σ ≈ 1, and no posterior-based score ranks well: AUROC 0.45-0.80 over seeds 1-3.)"""
     assert typicality_auroc("mixture", score="kl_training") > 0.95
+
+
+def test_kl_to_the_training_gaussian_ranks_an_outlier_direction():
+    """Known answer: one Gaussian fitted to both training clusters has no variance along the unseen
+    direction, so the KL to it flags that direction too."""
+    assert typicality_auroc("mixture", score="kl_training_gaussian") > 0.95
 
 
 def test_kl_to_mixture_bound_known_answers():
@@ -308,3 +323,37 @@ def test_kl_to_mixture_bound_known_answers():
         kl_to_mixture_bound(loc, scale, mix_loc, mix_scale, part="mean")
     with pytest.raises(ValueError, match="expected loc/scale"):
         kl_to_mixture_bound(loc, scale, mix_loc[:, :2], mix_scale[:, :2])
+
+
+def test_training_gaussian_is_the_moment_matched_best_gaussian_prior():
+    g = torch.Generator().manual_seed(0)
+    ref = Posterior(torch.randn(6, 3, generator=g), 0.3 + torch.rand(6, 3, generator=g), None, None)
+    prior = VJE.gaussian_prior(ref)
+    # Its mean and covariance are the aggregate posterior's (Monte Carlo, 400k draws).
+    draws = VJE(VJEConfig(width=4, image_size=8, hidden=8)).aggregate_prior(ref).sample((400_000,)).double()
+    torch.testing.assert_close(prior.mean, draws.mean(0), atol=0.01, rtol=0)
+    torch.testing.assert_close(prior.covariance_matrix, torch.cov(draws.T), atol=0.02, rtol=0)
+    # It maximizes the references' average ELBO among Gaussian priors: any change raises Σ_k KL(q_k ‖ p).
+    refs = dist.MultivariateNormal(ref.loc.double(), scale_tril=torch.diag_embed(ref.scale.double()))
+
+    def mean_kl(p):
+        return torch.distributions.kl_divergence(refs, p).mean()
+
+    cov = prior.covariance_matrix
+    for other in (dist.MultivariateNormal(prior.mean + 0.1, cov), dist.MultivariateNormal(prior.mean, 1.1 * cov),
+                  dist.MultivariateNormal(prior.mean, 0.9 * cov), dist.MultivariateNormal(prior.mean, torch.diag(cov.diagonal()))):
+        assert mean_kl(other) > mean_kl(prior)
+
+
+def test_kl_to_the_training_gaussian_known_answer():
+    g = torch.Generator().manual_seed(1)
+    method = VJE(VJEConfig(width=4, image_size=8, hidden=8)).eval()
+    method.embed = lambda rows: rows  # score embeddings directly
+    reference, rows = torch.rand(20, method.dim, generator=g), torch.rand(3, method.dim, generator=g)
+    prior, post = method.gaussian_prior(method.posterior(reference)), method.posterior(rows)
+    mean, cov = prior.mean, prior.covariance_matrix
+    inverse, var = torch.linalg.inv(cov), post.scale.double().pow(2)
+    diff = post.loc.double() - mean
+    by_hand = 0.5 * ((inverse.diagonal() * var).sum(-1) + torch.einsum("ni,ij,nj->n", diff, inverse, diff)
+                     - method.dim + torch.logdet(cov) - var.log().sum(-1))
+    torch.testing.assert_close(method.training_kl_gaussian(reference, rows), by_hand.float(), rtol=1e-4, atol=1e-3)

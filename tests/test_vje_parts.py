@@ -147,13 +147,19 @@ def test_anomaly_experiment_writes_a_run_folder(tmp_path):
     assert run_experiment("vje_anomaly", argv) == 0
     metrics = json.loads((out / "metrics.json").read_text())
     vje_scores = {"−ELBO", "−log-lik", "KL", "typicality", "−evidence", "|Δ ELBO| (typical set)", "mean σ", "entropy",
-                  "KL to training posteriors", "k-NN", "Mahalanobis", "k-NN on μ", "Mahalanobis on μ"}
+                  "KL to training posteriors", "KL to training Gaussian", "k-NN", "Mahalanobis", "k-NN on μ", "Mahalanobis on μ"}
     assert set(metrics["mean_auroc"]) == {f"VJE ({s})" for s in vje_scores} | {"SimSiam (k-NN)", "SimSiam (Mahalanobis)"}
     assert all(0.0 <= r["auroc"] <= 1.0 for r in metrics["auroc"])
     assert all(m["steps"] == 1 for m in metrics["models"]) and "var_median" in metrics["models"][0]
     assert (out / "vje_variances.png").is_file() and "airplane" in (out / "results.md").read_text()
     config = json.loads((out / "config.json").read_text())
-    assert config["args"]["prior"] == "mixture"
+    assert config["args"]["prior"] == "mixture" and config["args"]["select"] == "last"
+    history = pd.read_csv(out / "checkpoints" / "seed0-0-vje" / "history.csv")
+    assert metrics["models"][0]["best_epoch"] == len(history)  # scored at the last epoch
+    # a finished run cannot be re-scored under another checkpoint rule, and the refusal changes nothing
+    written = {name: (out / name).read_bytes() for name in ("config.json", "metrics.json", "results.csv")}
+    assert run_experiment("vje_anomaly", [*argv, "--resume", "--select", "loss"]) == 2
+    assert all((out / name).read_bytes() == data for name, data in written.items())
     # --resume loads the finished models instead of retraining them: same scores
     assert run_experiment("vje_anomaly", [*argv, "--resume"]) == 0
     assert json.loads((out / "metrics.json").read_text())["auroc"] == metrics["auroc"]
