@@ -14,8 +14,8 @@ Benchmarks:
   and MNIST digits (out, the shared mnist-10k file); the same preprocessing for both (28×28 gray
   repeated to 3 channels). Also reports k-NN accuracy on Fashion-MNIST for the same models.
 
-Every method is scored at its last epoch (``--select loss``: the epoch with the lowest loss on held-out
-training-distribution images; both rules are label-free). Scores, higher =
+Every method is scored at its last epoch (with ``--select loss``, at the epoch with the lowest loss on
+held-out training-distribution images; both rules are label-free). Scores, higher =
 more anomalous, all on the same trained models: for every method the mean cosine distance to the k
 nearest training features (``k-NN``) and the Mahalanobis distance of the normalized features
 (``Mahalanobis``); for VJE the same two on its posterior means μ, its negative symmetric ELBO, the
