@@ -55,6 +55,7 @@ from pyro_jepa.image_pipeline import (
     finish_args,
     load_full,
     load_splits,
+    load_test,
     plot_variances,
     run_header,
     train_config,
@@ -160,7 +161,7 @@ def train_one(name: str, args, train: ImageData, val: ImageData, folder: Path):
 
 def run_one_class(args, full, out: Path, seed: int):
     """Models for every normal class: yields (task, method, fit result, train, val, test, anomalous, extra)."""
-    _, _, test = load_splits(args, classes=[0], full=full)
+    test = load_test(args, full[1])
     classes = list(range(len(test.classes))) if args.classes is None else args.classes
     for normal in classes:
         train, val, _ = load_splits(args, classes=[normal], full=full)

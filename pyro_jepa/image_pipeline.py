@@ -136,8 +136,12 @@ def load_splits(
     y = pool.y.numpy()
     val_idx = np.concatenate([np.flatnonzero(y == c)[: args.val_per_class] for c in np.unique(y)])
     train_idx = np.setdiff1d(np.arange(len(pool)), val_idx)
-    test = stratified_subset(test_full, args.test_per_class, seed=args.seed)
-    return pool.subset(train_idx), pool.subset(val_idx), test
+    return pool.subset(train_idx), pool.subset(val_idx), load_test(args, test_full)
+
+
+def load_test(args: argparse.Namespace, test_full: ImageData) -> ImageData:
+    """The test subset of every class: ``args.test_per_class`` images each, drawn with ``args.seed``."""
+    return stratified_subset(test_full, args.test_per_class, seed=args.seed)
 
 
 def build_method(name: str, args: argparse.Namespace) -> ImageSSL:
