@@ -9,7 +9,8 @@ For views a, b of an image with backbone embeddings h_a, h_b ∈ R^d, and each d
                                  radial_loc=log‖h_c‖, τ, ν_r)        (bounded kernel or normalized tangent density)
 
 Every site sits in ``poutine.scale(1 / (2B))``, so ``Trace_ELBO`` estimates the negative batch mean
-of the symmetric conditional ELBO ``½[ELBO(b|a) + ELBO(a|b)]``. The posterior parameters are
+of the symmetric conditional ELBO ``½[ELBO(b|a) + ELBO(a|b)]`` (the z sites also carry β =
+``kl_weight``, 1 by default). The posterior parameters are
 computed once per batch and handed to both model and guide, so with ``shared_variance`` the
 likelihood's scale *is* the guide's scale tensor. No projection head: g plays SimSiam's predictor,
 and (by default) the target embedding is detached, SimSiam's stop-gradient.
@@ -25,7 +26,6 @@ import pyro
 import pyro.distributions as dist
 import torch
 import torch.nn.functional as F
-from pyro import poutine
 from torch import nn
 
 from ..distributions import kl_to_mixture_bound
@@ -171,7 +171,7 @@ class VJE(ImageSSL):
         h, batch = (h_a, h_b), h_a.shape[0]
         with pyro.plate("pairs", batch, dim=-1), weighted(0.5 / batch):
             for name, c, t in DIRECTIONS:
-                with poutine.scale(scale=self.config.kl_weight):
+                with weighted(self.config.kl_weight):
                     z = pyro.sample(f"z_{name}", self.prior(batch, h_a))
                 pyro.sample(f"h_{name}", self.likelihood(z, post[c]), obs=self.target(h[t]))
 
@@ -179,7 +179,7 @@ class VJE(ImageSSL):
         batch = h_a.shape[0]
         with pyro.plate("pairs", batch, dim=-1), weighted(0.5 / batch):
             for name, c, _ in DIRECTIONS:
-                with poutine.scale(scale=self.config.kl_weight):
+                with weighted(self.config.kl_weight):
                     pyro.sample(f"z_{name}", dist.Normal(post[c].loc, post[c].scale).to_event(1))
 
     def program_args(self, h_a: torch.Tensor, h_b: torch.Tensor) -> tuple:
