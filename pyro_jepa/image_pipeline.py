@@ -87,6 +87,8 @@ def add_common_args(p: argparse.ArgumentParser) -> None:
     vje.add_argument("--prior", choices=PRIORS, help="p(z): N(0, I), a learned mixture or a VampPrior (default: VJEConfig's)")
     vje.add_argument("--prior-components", type=int, help="components of a learned prior (default: VJEConfig's)")
     vje.add_argument("--kl-weight", type=float, help="β on VJE's KL term (default: VJEConfig's, 1)")
+    vje.add_argument("--projector-dim", type=int, help="width of a BN projector whose output VJE models (default: VJEConfig's, 0 = none)")
+    vje.add_argument("--particles", type=int, help="draws of z per pair in VJE's training ELBO (default: VJEConfig's, 1)")
     vje.add_argument("--posterior-mean", choices=("sphere", "free"), help="posterior mean on the √d-sphere or anywhere (default: VJEConfig's)")
     run = p.add_argument_group("run")
     run.add_argument("--seed", type=int, default=0)
@@ -149,7 +151,7 @@ def build_method(name: str, args: argparse.Namespace) -> ImageSSL:
     common = dict(backbone=args.backbone, width=args.width, image_size=args.image_size)
     if name == "vje":
         # Only the switches given on the command line override VJEConfig's defaults.
-        chosen = {key: getattr(args, key) for key in ("directional", "prior", "prior_components", "kl_weight") if getattr(args, key) is not None}
+        chosen = {key: getattr(args, key) for key in ("directional", "prior", "prior_components", "kl_weight", "projector_dim", "particles") if getattr(args, key) is not None}
         if args.posterior_mean is not None:
             chosen["mean_on_sphere"] = args.posterior_mean == "sphere"
         return cls(config_cls(

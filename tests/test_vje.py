@@ -13,6 +13,7 @@ from pyro import poutine
 from pyro_jepa.data.images import ImageData
 from pyro_jepa.distributions import PolarStudentT, kl_to_mixture_bound, polar
 from pyro_jepa.models import VJE, SimSiam, SimSiamConfig, VICReg, VICRegConfig, VJEConfig
+from pyro_jepa.models.image_ssl import ImageSSL
 from pyro_jepa.models.vje import SCORES, Posterior
 from pyro_jepa.train import TrainConfig, fit
 
@@ -137,11 +138,12 @@ def mixture_log_prob(method: VJE, z: torch.Tensor) -> torch.Tensor:
     "overrides",
     [{}, {"polar": False}, {"likelihood": "gaussian"}, {"shared_variance": False}, {"directional": "stereographic"},
      {"directional": "gnomonic", "prior": "mixture"}, {"prior": "vamp", "prior_components": 3},
-     {"kl_weight": 0.3}, {"kl_weight": 0.05, "prior": "mixture"}],
+     {"kl_weight": 0.3}, {"kl_weight": 0.05, "prior": "mixture"}, {"projector_dim": 6},
+     {"particles": 3}, {"particles": 2, "prior": "vamp", "prior_components": 3}],
 )
 def test_pyro_elbo_equals_hand_written_symmetric_elbo(overrides):
     method = small_vje(**overrides)
-    h_a, h_b = embeddings(method.dim)
+    h_a, h_b = embeddings(method.latent_dim)
     args = method.program_args(h_a, h_b)
     pyro.set_rng_seed(7)
     loss = method.elbo.differentiable_loss(method.model, method.guide, *args)
@@ -149,9 +151,10 @@ def test_pyro_elbo_equals_hand_written_symmetric_elbo(overrides):
     pyro.set_rng_seed(7)
     post, h = args[2], (h_a, h_b)
     elbo = 0.0
-    for c, t in ((0, 1), (1, 0)):  # the guide samples z_ab, then z_ba
+    particles = method.config.particles
+    for c, t in ((0, 1), (1, 0)):  # the guide samples z_ab, then z_ba (all particles at once)
         q = post[c]
-        z = q.loc + q.scale * torch.randn_like(q.loc)
+        z = q.loc + q.scale * torch.randn((particles, *q.loc.shape)).squeeze(0)
         log_prior = mixture_log_prob(method, z) if method.config.prior != "standard" else std_normal_log_prob(z, torch.zeros_like(z), torch.ones_like(z))
         log_q = std_normal_log_prob(z, q.loc, q.scale)
         log_lik = method.likelihood(z, q).log_prob(h[t])
@@ -207,10 +210,11 @@ def random_images(n: int, size: int = 8, seed: int = 0) -> ImageData:
     "method",
     [
         lambda: small_vje(),
+        lambda: small_vje(projector_dim=6),
         lambda: SimSiam(SimSiamConfig(width=4, image_size=8, proj_dim=16, pred_hidden=8)),
         lambda: VICReg(VICRegConfig(width=4, image_size=8, expander_dim=16)),
     ],
-    ids=["vje", "simsiam", "vicreg"],
+    ids=["vje", "vje-projector", "simsiam", "vicreg"],
 )
 def test_trains_through_the_engine(method, tmp_path):
     m = method()
@@ -233,6 +237,29 @@ def test_vje_scores_and_uncertainty_are_per_image():
     torch.testing.assert_close(scores["neg_elbo"], scores["neg_loglik"] + scores["kl"])
     sigma = method.uncertainty(images)
     assert sigma.shape == (6, method.dim) and (sigma > 0).all()
+
+
+def test_projector_output_is_what_the_program_models():
+    method = small_vje(projector_dim=6)
+    assert method.latent_dim == 6 != method.dim
+    images = random_images(8).rows
+    e_a, e_b = method.views(images, torch.Generator().manual_seed(0))
+    h_a, h_b = ImageSSL.views(method, images, torch.Generator().manual_seed(0))
+    torch.testing.assert_close(e_a, method.projector(h_a))
+    torch.testing.assert_close(e_b, method.projector(h_b))
+    method.loss(images, step=0).backward()
+    for module in (method.backbone, method.projector, method.inference):
+        assert any(p.grad is not None and p.grad.abs().sum() > 0 for p in module.parameters())
+    method.eval()
+    assert method.embed(images).shape == (8, method.dim)  # probes read the backbone
+    torch.testing.assert_close(method.clean_posterior(images).loc, method.posterior(method.projector(method.embed(images))).loc)
+    assert method.uncertainty(images).shape == (8, 6)
+    scores = method.anomaly_scores(images, reference=random_images(5, seed=2).rows, samples=2, pairs=1)
+    assert all(s.shape == (8,) and torch.isfinite(s).all() for s in scores.values())
+    plain = small_vje()
+    assert isinstance(plain.projector, torch.nn.Identity) and plain.latent_dim == plain.dim
+    with pytest.raises(ValueError, match="projector_dim"):
+        VJEConfig(projector_dim=-1)
 
 
 def sphere_clusters(n: int, centers: torch.Tensor, g: torch.Generator, spread: float = 0.15) -> torch.Tensor:

@@ -200,6 +200,8 @@ def test_fmnist_mnist_benchmark_writes_a_run_folder(tmp_path):
     assert set(frame["seed"]) == {0, 1} and set(frame["method"]) == {"VJE", "VICReg"}
     models = pd.read_csv(out / "models.csv")
     assert (models["steps"] == 2).all() and models["knn_accuracy"].between(0, 1).all()
+    vje = models["method"] == "VJE"
+    assert models.loc[vje, "knn_accuracy_mu"].between(0, 1).all() and models.loc[~vje, "knn_accuracy_mu"].isna().all()
     assert "std" in (out / "results.md").read_text()
 
 

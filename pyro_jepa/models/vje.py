@@ -31,6 +31,7 @@ from torch import nn
 from ..distributions import kl_to_mixture_bound
 from ..distributions.polar import PROJECTIONS, PolarStudentT, TangentPolarStudentT, polar
 from ..nn import GaussianHead, mlp
+from .image_baselines import bn_mlp
 from .image_ssl import EVAL_CHUNK, EVAL_VIEW_SEED, ImageSSL, ImageSSLConfig
 from .var_jepa import standard_normal, weighted
 
@@ -62,6 +63,11 @@ class VJEConfig(ImageSSLConfig):
     leaves any β open. Below 1 the prior's pull on μ and σ weakens and the posterior sharpens: with
     shared variances that costs the features; with ``shared_variance=False`` β = 0.3 gave the best
     Fashion-MNIST→MNIST score (docs/results/vje.md §4d). The scores keep the unweighted ELBO.
+    ``projector_dim``: 0 (default) models the backbone embeddings h themselves, the paper's
+    "without auxiliary projection heads"; above 0 the program models ``e = projector(h)``, SimSiam's
+    3-layer BN projector of that width, while probes and feature scores still read h.
+    ``particles``: draws of z per pair in the training ELBO (``Trace_ELBO``'s vectorized
+    ``num_particles``); more lower the gradient's variance at the same number of optimizer steps.
     """
 
     hidden: int = 512
@@ -77,6 +83,8 @@ class VJEConfig(ImageSSLConfig):
     prior_components: int = 16
     mean_on_sphere: bool = False
     kl_weight: float = 1.0
+    projector_dim: int = 0
+    particles: int = 1
 
     def __post_init__(self) -> None:
         if self.likelihood not in ("student-t", "gaussian"):
@@ -87,6 +95,10 @@ class VJEConfig(ImageSSLConfig):
             raise ValueError(f"prior must be one of {PRIORS}, got {self.prior!r}")
         if not self.kl_weight > 0:
             raise ValueError(f"kl_weight must be > 0, got {self.kl_weight}")
+        if self.particles < 1:
+            raise ValueError(f"particles must be >= 1, got {self.particles}")
+        if self.projector_dim < 0:
+            raise ValueError(f"projector_dim must be >= 0 (0: no projector), got {self.projector_dim}")
         if self.prior_components < 1:
             raise ValueError(f"prior_components must be >= 1, got {self.prior_components}")
 
@@ -108,7 +120,9 @@ class VJE(ImageSSL):
     def __init__(self, config: VJEConfig | None = None) -> None:
         config = config or VJEConfig()
         super().__init__(config)
-        d = self.dim
+        self.projector = bn_mlp([self.dim, *[config.projector_dim] * 3], last_bn=True) if config.projector_dim else nn.Identity()
+        # The latent's dimension: the modelled embedding's, backbone or projector output.
+        self.latent_dim = d = config.projector_dim or self.dim
         self.inference = nn.Sequential(mlp([d, config.hidden]), nn.GELU())
         self.head = GaussianHead(config.hidden, d)
         # Only exists for the separate-variance ablation.
@@ -124,19 +138,31 @@ class VJE(ImageSSL):
         elif config.prior == "vamp":
             # Pseudo-embeddings in the backbone's (non-negative, post-ReLU) output space.
             self.pseudo_embeddings = nn.Parameter(torch.rand(k, d))
-        self.elbo = pyro.infer.Trace_ELBO(max_plate_nesting=1)
+        self.elbo = pyro.infer.Trace_ELBO(num_particles=config.particles, vectorize_particles=config.particles > 1, max_plate_nesting=1)
 
     # -- the program ------------------------------------------------------------------------
     def posterior(self, h: torch.Tensor) -> Posterior:
         hidden = self.inference(h)
         loc, scale = self.head(hidden)
         if self.config.mean_on_sphere:
-            loc = math.sqrt(self.dim) * F.normalize(loc, dim=-1)
+            loc = math.sqrt(self.latent_dim) * F.normalize(loc, dim=-1)
         if self.likelihood_logvar is None:
             lik_scale = scale
         else:
             lik_scale = torch.exp(0.5 * self.likelihood_logvar(hidden).clamp(-12.0, 8.0))
         return Posterior(loc, scale, lik_scale, polar(h)[1])
+
+    def views(self, images: torch.Tensor, generator: torch.Generator | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+        """The modelled embeddings ``(B, latent_dim)`` of two random views of each image."""
+        return tuple(self.projector(h) for h in super().views(images, generator))
+
+    def observed(self, rows: torch.Tensor) -> torch.Tensor:
+        """The modelled embeddings of the un-augmented images (`embed`, then the projector if any)."""
+        return self.projector(self.embed(rows))
+
+    def clean_posterior(self, rows: torch.Tensor) -> Posterior:
+        """q(z | h) with the un-augmented images as context."""
+        return self.posterior(self.observed(rows))
 
     def target(self, h: torch.Tensor) -> torch.Tensor:
         return h.detach() if self.config.stop_gradient else h
@@ -145,7 +171,7 @@ class VJE(ImageSSL):
         """p_ψ(z) with batch shape ``(batch,)`` and event ``(d,)``."""
         c = self.config
         if c.prior == "standard":
-            return standard_normal((batch, self.dim), like)
+            return standard_normal((batch, self.latent_dim), like)
         if c.prior == "mixture":
             logits, loc, scale = self.prior_logits, self.prior_loc, self.prior_log_scale.clamp(-6.0, 4.0).exp()
         else:
@@ -244,11 +270,11 @@ class VJE(ImageSSL):
         training images): ``log (1/K) Σ_k p(h | z_k, h_k)`` with one draw ``z_k ~ q(z | h_k)`` per
         reference image, whose σ and log-norm are the context. This integrates the target likelihood
         over the training posteriors: high where training images predict h, whatever its own posterior."""
-        post = self.posterior(self.embed(reference))
+        post = self.clean_posterior(reference)
         z = self._sample_z(post, 1, generator)[0].unsqueeze(0)  # (1, K, d): broadcast over test rows
         context = Posterior(*(t.unsqueeze(0) for t in post))
-        h = self.embed(rows)
-        chunk = max(1, EVIDENCE_BLOCK // (z.shape[1] * self.dim))
+        h = self.observed(rows)
+        chunk = max(1, EVIDENCE_BLOCK // (z.shape[1] * self.latent_dim))
         log_k = math.log(z.shape[1])
         return torch.cat([self.likelihood(z, context).log_prob(c.unsqueeze(1)).logsumexp(-1) - log_k for c in h.split(chunk)])
 
@@ -270,8 +296,8 @@ class VJE(ImageSSL):
         (docs/results/vje.md), so a single draw's direction is mostly noise, while the KL between two
         Gaussians is exact in their means and scales. ``part``: the bound's location or scale term alone
         (see `kl_to_mixture_bound`), a diagnostic."""
-        ref = self.posterior(self.embed(reference))
-        post = self.posterior(self.embed(rows))
+        ref = self.clean_posterior(reference)
+        post = self.clean_posterior(rows)
         return kl_to_mixture_bound(post.loc, post.scale, ref.loc, ref.scale, part=part)
 
     @staticmethod
@@ -292,8 +318,8 @@ class VJE(ImageSSL):
         ``reference`` images: the ELBO's KL term under the best Gaussian prior. Where
         `training_kl` is a kernel density over the training posteriors (bandwidth σ_k), this is one
         smooth Gaussian: a Mahalanobis distance of μ plus a term for how σ differs from the data's spread."""
-        prior = self.gaussian_prior(self.posterior(self.embed(reference)))
-        post = self.posterior(self.embed(rows))
+        prior = self.gaussian_prior(self.clean_posterior(reference))
+        post = self.clean_posterior(rows)
         q = dist.MultivariateNormal(post.loc.double(), scale_tril=torch.diag_embed(post.scale.double()))
         return torch.distributions.kl_divergence(q, prior).float()
 
@@ -329,7 +355,7 @@ class VJE(ImageSSL):
             out["neg_elbo"].append(-total["elbo"])
             out["neg_loglik"].append(-total["loglik"])
             out["kl"].append(total["kl"])
-            clean = self.posterior(self.embed(chunk))
+            clean = self.clean_posterior(chunk)
             out["typicality"].append(self.cross_entropy(clean, samples, generator))
             out["mean_sigma"].append(clean.scale.mean(-1))
             out["entropy"].append(self.entropy(clean))
@@ -346,4 +372,4 @@ class VJE(ImageSSL):
     @torch.no_grad()
     def uncertainty(self, rows: torch.Tensor) -> torch.Tensor:
         """Posterior standard deviations ``(N, d)`` of z given the un-augmented image as context."""
-        return self.posterior(self.embed(rows)).scale
+        return self.clean_posterior(rows).scale
