@@ -17,7 +17,7 @@ from .benchmarking import machine_description
 from .data.images import IMAGE_DATASETS, ImageData, load_images, stratified_subset
 from .data.registry import resolve_data_dir
 from .models import SimSiam, SimSiamConfig, VICReg, VICRegConfig, VJE, VJEConfig
-from .models.image_ssl import ImageSSL
+from .models.image_ssl import ImageSSL, ImageSSLConfig
 from .models.vje import DIRECTIONAL, PRIORS
 from .report import figure, save_figure
 from .train import TrainConfig
@@ -86,9 +86,9 @@ def add_common_args(p: argparse.ArgumentParser) -> None:
     vje.add_argument("--directional", choices=DIRECTIONAL, help="directional factor: the paper's bounded kernel or a normalized tangent-plane density (default: VJEConfig's)")
     vje.add_argument("--prior", choices=PRIORS, help="p(z): N(0, I), a learned mixture or a VampPrior (default: VJEConfig's)")
     vje.add_argument("--prior-components", type=int, help="components of a learned prior (default: VJEConfig's)")
-    vje.add_argument("--kl-weight", type=float, help="β on VJE's KL term (default: VJEConfig's, 1)")
+    vje.add_argument("--kl-weight", type=float, help="β on VJE's KL term (default: VJEConfig's, 0.7; 1 = the plain ELBO)")
     vje.add_argument("--projector-dim", type=int, help="width of a BN projector whose output VJE models (default: VJEConfig's, 0 = none)")
-    vje.add_argument("--particles", type=int, help="draws of z per pair in VJE's training ELBO (default: VJEConfig's, 1)")
+    vje.add_argument("--particles", type=int, help="draws of z per pair in VJE's training ELBO (default: VJEConfig's, 32)")
     vje.add_argument("--posterior-mean", choices=("sphere", "free"), help="posterior mean on the √d-sphere or anywhere (default: VJEConfig's)")
     run = p.add_argument_group("run")
     run.add_argument("--seed", type=int, default=0)
@@ -146,19 +146,24 @@ def load_test(args: argparse.Namespace, test_full: ImageData) -> ImageData:
     return stratified_subset(test_full, args.test_per_class, seed=args.seed)
 
 
-def build_method(name: str, args: argparse.Namespace) -> ImageSSL:
-    cls, config_cls = IMAGE_METHODS[name]
+def method_config(name: str, args: argparse.Namespace) -> ImageSSLConfig:
+    """The resolved config of method ``name`` under ``args``."""
+    config_cls = IMAGE_METHODS[name][1]
     common = dict(backbone=args.backbone, width=args.width, image_size=args.image_size)
     if name == "vje":
         # Only the switches given on the command line override VJEConfig's defaults.
         chosen = {key: getattr(args, key) for key in ("directional", "prior", "prior_components", "kl_weight", "projector_dim", "particles") if getattr(args, key) is not None}
         if args.posterior_mean is not None:
             chosen["mean_on_sphere"] = args.posterior_mean == "sphere"
-        return cls(config_cls(
+        return config_cls(
             **common, df=args.df, likelihood=args.likelihood, polar=not args.cartesian,
             shared_variance=not args.separate_variances, stop_gradient=not args.no_stop_gradient, **chosen,
-        ))
-    return cls(config_cls(**common))
+        )
+    return config_cls(**common)
+
+
+def build_method(name: str, args: argparse.Namespace) -> ImageSSL:
+    return IMAGE_METHODS[name][0](method_config(name, args))
 
 
 def epochs_for(args: argparse.Namespace, n_train: int) -> int:
@@ -202,6 +207,8 @@ def run_header(args: argparse.Namespace, argv: list[str] | None) -> dict:
     return {
         "command": " ".join([Path(sys.argv[0]).name, *(argv if argv is not None else sys.argv[1:])]),
         "args": vars(args),
+        # Every method's resolved settings, so a later change of a default cannot change what a run records.
+        "method_configs": {name: asdict(method_config(name, args)) for name in args.methods},
         "versions": {"torch": torch.__version__, "pyro": pyro.__version__, "python": sys.version.split()[0]},
         "machine": machine_description(),
         "threads": torch.get_num_threads(),

@@ -136,7 +136,7 @@ def mixture_log_prob(method: VJE, z: torch.Tensor) -> torch.Tensor:
 
 @pytest.mark.parametrize(
     "overrides",
-    [{}, {"polar": False}, {"likelihood": "gaussian"}, {"shared_variance": False}, {"directional": "stereographic"},
+    [{}, {"kl_weight": 1.0, "particles": 1}, {"polar": False}, {"likelihood": "gaussian"}, {"shared_variance": False}, {"directional": "stereographic"},
      {"directional": "gnomonic", "prior": "mixture"}, {"prior": "vamp", "prior_components": 3},
      {"kl_weight": 0.3}, {"kl_weight": 0.05, "prior": "mixture"}, {"projector_dim": 6},
      {"particles": 3}, {"particles": 2, "prior": "vamp", "prior_components": 3}],
@@ -188,7 +188,9 @@ def test_sites_scales_and_stop_gradient():
     h_b.requires_grad_(True)
     model, guide = traces(method, h_a, h_b)
     assert model.nodes["h_ab"]["is_observed"] and not model.nodes["h_ab"]["value"].requires_grad
-    assert model.nodes["z_ab"]["scale"] == pytest.approx(0.5 / 5)
+    assert model.nodes["z_ab"]["scale"] == pytest.approx(method.config.kl_weight * 0.5 / 5)
+    model, guide = traces(small_vje(kl_weight=1.0), h_a, h_b)
+    assert model.nodes["z_ab"]["scale"] == guide.nodes["z_ab"]["scale"] == pytest.approx(0.5 / 5)
     model, guide = traces(small_vje(kl_weight=0.1), h_a, h_b)
     assert model.nodes["z_ab"]["scale"] == guide.nodes["z_ab"]["scale"] == pytest.approx(0.1 * 0.5 / 5)
     assert model.nodes["h_ab"]["scale"] == pytest.approx(0.5 / 5)
@@ -278,7 +280,8 @@ def typicality_auroc(prior: str, steps: int = 300, seed: int = 1, score: str = "
 
     torch.manual_seed(seed)
     g = torch.Generator().manual_seed(seed)
-    method = VJE(VJEConfig(width=4, image_size=8, hidden=32, prior=prior, prior_components=4, directional="stereographic"))
+    method = VJE(VJEConfig(width=4, image_size=8, hidden=32, prior=prior, prior_components=4, directional="stereographic",
+                           kl_weight=1.0, particles=1))  # the plain one-sample ELBO these known answers were measured with
     centers = torch.eye(method.dim)[:3]  # clusters along e0 and e1, the outlier direction e2
     params = [p for name, p in method.named_parameters() if not name.startswith("backbone")]
     optimizer = torch.optim.Adam(params, lr=1e-2)

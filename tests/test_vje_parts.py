@@ -15,6 +15,7 @@ import torch
 from pyro_jepa.data.images import ImageData, load_images, read_idx, stratified_subset
 from pyro_jepa.data.registry import DatasetNotFoundError
 from pyro_jepa.evaluate.probes import knn_accuracy, knn_distance_score, linear_probe, mahalanobis_score, one_class_auroc
+from pyro_jepa.models import VJEConfig
 from pyro_jepa.nn.vision import TwoViewAugment, make_backbone
 
 EXPERIMENTS = Path(__file__).resolve().parents[1] / "experiments"
@@ -200,6 +201,9 @@ def test_fmnist_mnist_benchmark_writes_a_run_folder(tmp_path):
     assert set(frame["seed"]) == {0, 1} and set(frame["method"]) == {"VJE", "VICReg"}
     models = pd.read_csv(out / "models.csv")
     assert (models["steps"] == 2).all() and models["knn_accuracy"].between(0, 1).all()
+    configs = json.loads((out / "config.json").read_text())["method_configs"]
+    assert set(configs) == {"vje", "vicreg"}
+    assert (configs["vje"]["kl_weight"], configs["vje"]["particles"]) == (VJEConfig.kl_weight, VJEConfig.particles)
     vje = models["method"] == "VJE"
     assert models.loc[vje, "knn_accuracy_mu"].between(0, 1).all() and models.loc[~vje, "knn_accuracy_mu"].isna().all()
     assert "std" in (out / "results.md").read_text()
