@@ -138,7 +138,7 @@ class VJE(ImageSSL):
             self.prior_loc = nn.Parameter(0.1 * torch.randn(k, d))
             self.prior_log_scale = nn.Parameter(torch.zeros(k, d))
         elif config.prior == "vamp":
-            # Pseudo-embeddings in the backbone's (non-negative, post-ReLU) output space.
+            # Pseudo-embeddings in the modelled space: the backbone's non-negative post-ReLU output, or the projector's.
             self.pseudo_embeddings = nn.Parameter(torch.rand(k, d))
         self.elbo = pyro.infer.Trace_ELBO(num_particles=config.particles, vectorize_particles=config.particles > 1, max_plate_nesting=1)
 
