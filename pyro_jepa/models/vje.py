@@ -63,7 +63,7 @@ class VJEConfig(ImageSSLConfig):
     ``kl_weight``: β on the KL term (both z sites scaled in model and guide, as in β-VAE); the paper
     leaves any β open. Below 1 the prior's pull on μ and σ weakens and the posterior sharpens. The
     default 0.7, with ``particles=32``, gave the best likelihood-based anomaly scores on both image
-    benchmarks (docs/results/vje.md §4e); β = 1 is the plain ELBO. The scores keep the unweighted ELBO.
+    benchmarks at the CPU presets' budget (docs/results/vje.md §4e); β = 1 is the plain ELBO. The scores keep the unweighted ELBO.
     ``projector_dim``: 0 (default) models the backbone embeddings h themselves, the paper's
     "without auxiliary projection heads"; above 0 the program models ``e = projector(h)``, SimSiam's
     3-layer BN projector of that width, while probes and feature scores still read h.
