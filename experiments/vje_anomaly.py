@@ -12,7 +12,7 @@ Benchmarks:
   that class's training images only and score the whole test subset; AUROC of "not the normal class".
 - ``fmnist-mnist``: pre-train on Fashion-MNIST (all classes), score Fashion-MNIST test images (in)
   and MNIST digits (out, the shared mnist-10k file); the same preprocessing for both (28×28 gray
-  repeated to 3 channels). Also reports k-NN accuracy on Fashion-MNIST for the same models.
+  repeated to 3 channels). Also reports k-NN and linear-probe accuracy on Fashion-MNIST for the same models.
 
 Every method is scored at its last epoch (with ``--select loss``, at the epoch with the lowest loss on
 held-out training-distribution images; both rules are label-free). Scores, higher =
@@ -45,7 +45,7 @@ from pyro_jepa import cli, io
 from pyro_jepa.data.images import ImageData, load_images
 from pyro_jepa.data.registry import resolve_data_dir
 from pyro_jepa.evaluate import collapse_report
-from pyro_jepa.evaluate.probes import anomaly_auroc, knn_accuracy, knn_distance_score, mahalanobis_score
+from pyro_jepa.evaluate.probes import anomaly_auroc, knn_accuracy, knn_distance_score, linear_probe, mahalanobis_score
 from pyro_jepa.image_pipeline import (
     PRESETS,
     ImagePreset,
@@ -179,7 +179,9 @@ def run_fmnist_mnist(args, full, out: Path, seed: int, ood: ImageData):
     for name in args.methods:
         method, result = train_one(name, args, train, val, out / "checkpoints" / f"seed{seed}-{name}")
         # k-NN accuracy of the same model on Fashion-MNIST, for the probe goal at equal budget.
-        extra = {"knn_accuracy": knn_accuracy(method.embed(train.rows), train.y, method.embed(test.rows), test.y)}
+        x_train, x_test = method.embed(train.rows), method.embed(test.rows)
+        extra = {"knn_accuracy": knn_accuracy(x_train, train.y, x_test, test.y),
+                 "linear_accuracy": linear_probe(x_train, train.y.numpy(), x_test, test.y.numpy())}
         if isinstance(method, VJE):  # the same probe on the posterior means, the other candidate representation
             extra["knn_accuracy_mu"] = knn_accuracy(method.clean_posterior(train.rows).loc, train.y, method.clean_posterior(test.rows).loc, test.y)
         yield "fmnist→mnist", method, result, train, val, both, anomalous, extra

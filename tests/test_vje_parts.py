@@ -200,7 +200,7 @@ def test_fmnist_mnist_benchmark_writes_a_run_folder(tmp_path):
     frame = pd.read_csv(out / "results.csv")
     assert set(frame["seed"]) == {0, 1} and set(frame["method"]) == {"VJE", "VICReg"}
     models = pd.read_csv(out / "models.csv")
-    assert (models["steps"] == 2).all() and models["knn_accuracy"].between(0, 1).all()
+    assert (models["steps"] == 2).all() and models["knn_accuracy"].between(0, 1).all() and models["linear_accuracy"].between(0, 1).all()
     configs = json.loads((out / "config.json").read_text())["method_configs"]
     assert set(configs) == {"vje", "vicreg"}
     assert (configs["vje"]["kl_weight"], configs["vje"]["particles"]) == (VJEConfig.kl_weight, VJEConfig.particles)
