@@ -92,7 +92,7 @@ def experiment(args, argv: list[str] | None, out: Path) -> int:
     for name in args.methods:
         seed_everything(args.seed)  # same initial weights whatever ran before
         method = build_method(name, args)
-        result = fit(method, train, val, train_config(args, "probe", len(train)), out / "checkpoints" / name)
+        result = fit(method, train, val, train_config(args, name, "probe", len(train)), out / "checkpoints" / name)
         method.cpu()
         label = method.name
         histories[label] = result.history

@@ -6,7 +6,7 @@ from __future__ import annotations
 import argparse
 import math
 import sys
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 import numpy as np
@@ -32,7 +32,9 @@ class ImagePreset:
 
     ``steps``: optimizer steps per model; when set, the number of epochs is derived from it and the
     training-set size (`epochs_for`), so the budget is the same whatever the data. ``None`` means
-    "all images" for the per-class counts and "torch's default" for ``threads``.
+    "all images" for the per-class counts and "torch's default" for ``threads``. ``method_lr``: a
+    learning rate per method name, replacing ``lr`` for that method (an explicit ``--lr`` sets every
+    method's).
     """
 
     backbone: str
@@ -46,6 +48,7 @@ class ImagePreset:
     test_per_class: int | None
     threads: int | None
     steps: int | None = None
+    method_lr: dict[str, float] = field(default_factory=dict)
 
 
 # cpu: sized for <= 10 min on 2 shared cores (one thread avoids OpenMP spin-waiting under load);
@@ -76,7 +79,7 @@ def add_common_args(p: argparse.ArgumentParser) -> None:
     model.add_argument("--epochs", type=int)
     model.add_argument("--steps", type=int, help="optimizer steps per model (sets the epochs from the training-set size)")
     model.add_argument("--batch-size", type=int)
-    model.add_argument("--lr", type=float)
+    model.add_argument("--lr", type=float, help="learning rate of every method (default: the preset's, per method)")
     vje = p.add_argument_group("VJE switches (docs/vje.md)")
     vje.add_argument("--df", type=float, default=5.0, help="directional degrees of freedom ν")
     vje.add_argument("--likelihood", default="student-t", choices=("student-t", "gaussian"))
@@ -103,6 +106,8 @@ def fill_from_preset(args: argparse.Namespace, preset: ImagePreset) -> None:
     """Set every option the user left unset (``None``) to the preset's value; an explicit
     ``--epochs`` without ``--steps`` replaces the preset's step budget."""
     epochs_given = getattr(args, "epochs", None) is not None and getattr(args, "steps", None) is None
+    if getattr(args, "method_lr", None) is None and getattr(args, "lr", None) is not None:
+        args.method_lr = {}  # an explicit --lr is every method's
     for key, value in asdict(preset).items():
         if getattr(args, key, None) is None:
             setattr(args, key, value)
@@ -174,10 +179,16 @@ def epochs_for(args: argparse.Namespace, n_train: int) -> int:
     return math.ceil(args.steps / max(n_train // args.batch_size, 1))
 
 
-def train_config(args: argparse.Namespace, select: str, n_train: int) -> TrainConfig:
+def learning_rate(args: argparse.Namespace, name: str) -> float:
+    """Method ``name``'s learning rate: the preset's for that method, else ``args.lr``."""
+    return args.method_lr.get(name, args.lr)
+
+
+def train_config(args: argparse.Namespace, name: str, select: str, n_train: int) -> TrainConfig:
+    """The engine's settings for method ``name``."""
     epochs = epochs_for(args, n_train)
     return TrainConfig(
-        epochs=epochs, batch_size=args.batch_size, lr=args.lr, warmup_epochs=max(1, epochs // 10),
+        epochs=epochs, batch_size=args.batch_size, lr=learning_rate(args, name), warmup_epochs=max(1, epochs // 10),
         select=select, probe_rows=2000, seed=args.seed, device=args.device, progress=not args.no_progress,
     )
 
@@ -209,6 +220,7 @@ def run_header(args: argparse.Namespace, argv: list[str] | None) -> dict:
         "args": vars(args),
         # Every method's resolved settings, so a later change of a default cannot change what a run records.
         "method_configs": {name: asdict(method_config(name, args)) for name in args.methods},
+        "learning_rates": {name: learning_rate(args, name) for name in args.methods},
         "versions": {"torch": torch.__version__, "pyro": pyro.__version__, "python": sys.version.split()[0]},
         "machine": machine_description(),
         "threads": torch.get_num_threads(),

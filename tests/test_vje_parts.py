@@ -201,13 +201,34 @@ def test_fmnist_mnist_benchmark_writes_a_run_folder(tmp_path):
     assert set(frame["seed"]) == {0, 1} and set(frame["method"]) == {"VJE", "VICReg"}
     models = pd.read_csv(out / "models.csv")
     assert (models["steps"] == 2).all() and models["knn_accuracy"].between(0, 1).all() and models["linear_accuracy"].between(0, 1).all()
-    configs = json.loads((out / "config.json").read_text())["method_configs"]
+    config = json.loads((out / "config.json").read_text())
+    configs = config["method_configs"]
     assert set(configs) == {"vje", "vicreg"}
+    # the preset's per-method learning rates reach the record (and the engine, test below)
+    assert config["learning_rates"] == {"vje": 1.6e-2, "vicreg": 4e-3}
     assert (configs["vje"]["kl_weight"], configs["vje"]["particles"]) == (VJEConfig.kl_weight, VJEConfig.particles)
     vje = models["method"] == "VJE"
     assert models.loc[vje, "knn_accuracy_mu"].between(0, 1).all() and models.loc[~vje, "knn_accuracy_mu"].isna().all()
     assert "std" in (out / "results.md").read_text()
 
+
+
+def test_preset_learning_rates_are_per_method_unless_lr_is_given():
+    import argparse
+    from dataclasses import replace
+
+    from pyro_jepa.image_pipeline import PRESETS, fill_from_preset, train_config
+
+    preset = replace(PRESETS["cpu"], lr=1e-3, method_lr={"vje": 5e-3})
+
+    def resolved(lr: float | None) -> dict[str, float]:
+        args = argparse.Namespace(lr=lr, epochs=None, steps=None, seed=0, device="cpu", no_progress=True)
+        fill_from_preset(args, preset)
+        fill_from_preset(args, PRESETS["cpu"])  # the experiments fill from the shared preset second
+        return {name: train_config(args, name, "last", 1000).lr for name in ("vje", "simsiam")}
+
+    assert resolved(None) == {"vje": 5e-3, "simsiam": 1e-3}
+    assert resolved(2e-4) == {"vje": 2e-4, "simsiam": 2e-4}  # an explicit --lr is every method's
 
 
 def test_ood_summary_reports_a_spread_only_over_several_seeds():
