@@ -73,6 +73,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--data-dir", type=Path, help="folder with the named datasets (MNIST's mnist_10k.npz)")
     p.add_argument("--preset", default="cpu", choices=PRESETS)
     p.add_argument("--epochs", type=int, help="override the preset's pre-training epochs")
+    p.add_argument("--lr", type=float, help="override the preset's pre-training learning rate")
     p.add_argument("--max-rows", type=int, help="stratified subsample of each table (default: all rows, 10,000)")
     p.add_argument("--seeds", type=cli.int_list, default="0,1,2", help="pre-training seeds (comma-separated)")
     p.add_argument("--split-seed", type=int, default=0, help="fixes the 70/10/20 split and the probes")
@@ -97,6 +98,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     bad = [v for v in [*args.variants, args.default_variant] if v not in VARIANTS]
     if bad or args.default_variant not in args.variants:
         p.error(f"--variants must name some of {sorted(VARIANTS)} and include the default variant, got {bad or args.variants}")
+    if args.lr is not None and not args.lr > 0:  # also rejects nan
+        p.error(f"--lr must be a positive number, got {args.lr}")
     args.checkpoints = args.checkpoints or args.out / "checkpoints"
     return args
 
@@ -152,7 +155,8 @@ class Experiment:
 
     def pretrain(self, method: str, variant: str | None, name: str, splits, seed: int):
         model_config, train_config = make_preset(self.args.preset, name, len(splits.train), self.args.epochs, variant=variant or "default")
-        train_config = replace(train_config, seed=seed, device=self.device, progress=not self.args.no_progress, select="loss")
+        train_config = replace(train_config, seed=seed, device=self.device, progress=not self.args.no_progress, select="loss",
+                               **({"lr": self.args.lr} if self.args.lr is not None else {}))
         folder = f"{method}-seed{seed}" if variant is None else f"{variant}/{method}-seed{seed}"
         model, fit = pretrain(method, splits, model_config, train_config, self.args.checkpoints / name / folder, resume=True)
         model.eval()

@@ -52,8 +52,12 @@ def test_uncertainty_experiment_writes_figure3_table(tmp_path):
     script = load_script("uncertainty")
     out, report = tmp_path / "unc", tmp_path / "uncertainty.md"
     argv = ["--datasets", "sim", "--max-rows", "300", "--epochs", "2", "--probe-epochs", "2", "--masks", "2", "--seeds", "0,1",
-            "--variants", "paper,hetero", "--default-variant", "paper", "--out", str(out), "--report", str(report), "--no-progress"]
+            "--variants", "paper,hetero", "--default-variant", "paper", "--lr", "4e-3", "--out", str(out), "--report", str(report),
+            "--no-progress"]
     assert script.main(argv) == 0
+    # --lr replaces the preset's rate (1e-3): the warm-up climbs past it
+    history = pd.read_csv(out / "checkpoints" / "sim" / "paper" / "var-t-jepa-seed0" / "history.csv")
+    assert 1e-3 < history["lr"].max() <= 4e-3
     results = pd.read_csv(out / "results.csv")
     assert set(results["seed"]) == {0, 1} and set(results["variant"]) == {"paper", "hetero", "-"}
     hetero = set(results.loc[results["variant"] == "hetero", "score"])
@@ -71,6 +75,13 @@ def test_uncertainty_experiment_writes_figure3_table(tmp_path):
     text = report.read_text()
     assert "| Var-T-JEPA | paper | posterior-q90 |" in text and "0.640" in text  # the paper's SIM Spearman beside ours
     assert "Supervised ceiling" in text and "Goal (default score" in text
+
+
+@pytest.mark.parametrize("lr", ["0", "-1", "nan"])
+def test_uncertainty_experiment_refuses_a_bad_learning_rate(lr, capsys):
+    with pytest.raises(SystemExit):
+        load_script("uncertainty").parse_args(["--lr", lr])
+    assert f"--lr must be a positive number, got {float(lr)}" in capsys.readouterr().err
 
 
 def test_uncertainty_experiment_kmeans_margin_by_hand():
