@@ -231,6 +231,16 @@ def test_preset_learning_rates_are_per_method_unless_lr_is_given():
     assert resolved(2e-4) == {"vje": 2e-4, "simsiam": 2e-4}  # an explicit --lr is every method's
 
 
+@pytest.mark.parametrize("lr", ["0", "nan"])
+def test_image_experiments_refuse_a_bad_learning_rate(tmp_path, capsys, lr):
+    argv = ["--data-dir", str(tmp_path), "--lr", lr, "--out", str(tmp_path / "run"), *TINY]
+    with pytest.raises(SystemExit) as refused:
+        run_experiment("vje_anomaly", argv)
+    assert refused.value.code == 2
+    assert f"--lr must be a positive number, got {float(lr)}" in capsys.readouterr().err
+    assert not (tmp_path / "run").exists()
+
+
 def test_ood_summary_reports_a_spread_only_over_several_seeds():
     sys.path.insert(0, str(EXPERIMENTS))
     try:
