@@ -98,8 +98,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     bad = [v for v in [*args.variants, args.default_variant] if v not in VARIANTS]
     if bad or args.default_variant not in args.variants:
         p.error(f"--variants must name some of {sorted(VARIANTS)} and include the default variant, got {bad or args.variants}")
-    if args.lr is not None and not args.lr > 0:  # also rejects nan
-        p.error(f"--lr must be a positive number, got {args.lr}")
+    cli.require_positive(p, "--lr", args.lr)
     args.checkpoints = args.checkpoints or args.out / "checkpoints"
     return args
 

@@ -107,8 +107,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         value = getattr(args, flag)
         if value is not None and value < least:
             p.error(f"--{flag.replace('_', '-')} must be at least {least}, got {value}")
-    if args.lr is not None and not args.lr > 0:  # also rejects nan
-        p.error(f"--lr must be a positive number, got {args.lr}")
+    cli.require_positive(p, "--lr", args.lr)
     args.methods = [m.strip() for m in args.methods.split(",") if m.strip()]
     unknown = [m for m in args.methods if m not in METHODS]
     if unknown:

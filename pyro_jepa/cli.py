@@ -125,6 +125,12 @@ def split_names(value: str | None) -> list[str] | None:
     return [n for n in names if n.strip()]
 
 
+def require_positive(p: argparse.ArgumentParser, option: str, value: float | None) -> None:
+    """``p.error`` unless ``value`` of ``option`` is unset (None) or a positive number (nan is refused)."""
+    if value is not None and not value > 0:
+        p.error(f"{option} must be a positive number, got {value}")
+
+
 def int_list(value: str) -> list[int]:
     """An argparse ``type`` for a comma-separated list of whole numbers (``"0,1,2"`` -> ``[0, 1, 2]``).
 

@@ -13,6 +13,7 @@ import numpy as np
 import pyro
 import torch
 
+from . import cli
 from .benchmarking import machine_description
 from .data.images import IMAGE_DATASETS, ImageData, load_images, stratified_subset
 from .data.registry import resolve_data_dir
@@ -118,8 +119,7 @@ def fill_from_preset(args: argparse.Namespace, preset: ImagePreset) -> None:
 def finish_args(p: argparse.ArgumentParser, args: argparse.Namespace) -> argparse.Namespace:
     """Fill unset options from the preset, check the method names and apply ``--threads``."""
     fill_from_preset(args, PRESETS[args.preset])
-    if not args.lr > 0:  # also rejects nan
-        p.error(f"--lr must be a positive number, got {args.lr}")
+    cli.require_positive(p, "--lr", args.lr)
     args.methods = [m.strip() for m in args.methods.split(",") if m.strip()]
     unknown = [m for m in args.methods if m not in IMAGE_METHODS]
     if unknown:
