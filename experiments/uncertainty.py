@@ -8,7 +8,8 @@ each model variant of ``--variants`` (decoder scale, KL weight on s_y) and T-JEP
 keeping the epoch with the best validation loss after the KL warm-up (label-free: labels should not
 pick the model whose uncertainty is judged), and scores every test row by every per-row score of the
 model (``method.scores``: the paper's posterior-std aggregates, the conditional-prior std, the
-masked-feature predictive NLL, the heteroscedastic decoder's scales; T-JEPA's prediction error).
+masked-feature predictive NLL, the heteroscedastic decoder's scales, the KL to the training rows'
+aggregate posterior; T-JEPA's prediction error).
 
 For each score: Spearman with u, ROC AUC for detecting u >= q75, AURC of abstaining by it for a linear
 probe on the representation, and the AUROC of the score for the probe's errors. Beside them: the

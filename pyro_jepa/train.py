@@ -391,6 +391,7 @@ def fit(
     """
     run = _Training(method, train, val, config, Path(out_dir))
     run.restore(resume)
+    method.set_reference(run.train.rows)  # before the first checkpoint, so every checkpoint holds it
     run.distribute()
     started = time.perf_counter()
     bar = tqdm(total=config.epochs, initial=run.start_epoch, desc=method.name, disable=not (config.progress and run.rank.is_main) or None)
@@ -407,5 +408,6 @@ def fit(
             bar.update(1)
     bar.close()
     run.finish()
+    method.set_reference(run.train.rows)  # again: a best.pt resumed from an older pyro_jepa has none
     run.result.seconds = time.perf_counter() - started
     return run.result

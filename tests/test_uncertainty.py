@@ -83,6 +83,9 @@ def test_var_t_jepa_scores_one_api(schema, table, decoder_scale):
     torch.manual_seed(0)
     model = VarTJEPA(schema, replace(SMALL, decoder_scale=decoder_scale)).eval()
     rows = table.rows[:7]
+    with pytest.raises(ValueError, match="set_reference"):
+        model.scores(rows, ["training-kl"])
+    model.set_reference(table.rows[7:20])
     scores = model.scores(rows, n_masks=2, seed=5)
     assert list(scores) == list(model.score_names) and set(model.score_names) <= set(ROW_SCORES)
     assert ("decoder-scale" in scores) == (decoder_scale == "row")
@@ -102,6 +105,47 @@ def test_var_t_jepa_scores_one_api(schema, table, decoder_scale):
     torch.testing.assert_close(embeddings, model.embed(rows))
     torch.testing.assert_close(both["posterior-q90"], scores["posterior-q90"])
     torch.testing.assert_close(both["predictive-nll"], scores["predictive-nll"])
+
+
+def test_training_kl_is_the_kl_to_the_aggregate_posterior_of_the_reference_rows(schema, table):
+    torch.manual_seed(0)
+    model = VarTJEPA(schema, replace(SMALL, decoder_scale="row")).eval()
+    reference, rows = table.rows[:5], table.rows[3:9]
+    model.set_reference(reference)
+    score = model.scores(rows, ["training-kl"])["training-kl"]
+    loc, scale = model.posterior(rows)
+    ref_loc, ref_scale = model.posterior(reference)
+    # By hand: KL(q_n || (1/K) sum_k q_k) <= log K - log sum_k exp(-KL(q_n || q_k)), each KL over every entry.
+    kl = torch.stack([torch.distributions.kl_divergence(torch.distributions.Normal(loc, scale),
+                                                        torch.distributions.Normal(ref_loc[k], ref_scale[k])).sum((1, 2))
+                      for k in range(5)], dim=1)
+    torch.testing.assert_close(score, math.log(5) - torch.logsumexp(-kl, dim=1))
+    # Between the nearest component's KL and that plus log K; a reference row's own component is at KL 0.
+    nearest = kl.min(1).values
+    assert (score >= nearest - 1e-4).all() and (score <= nearest + math.log(5) + 1e-4).all()
+    assert nearest[:2].abs().max() < 1e-4 and (nearest[2:] > 0).all()
+
+
+def test_reference_rows_are_a_seeded_subset_saved_with_the_weights(schema, table, monkeypatch):
+    monkeypatch.setattr("pyro_jepa.models.var_t_jepa.N_REFERENCE", 6)
+    torch.manual_seed(0)
+    model = VarTJEPA(schema, SMALL).eval()
+    with pytest.raises(ValueError, match="packed rows of shape"):
+        model.set_reference(table.rows[:, :2])
+    model.set_reference(table.rows, seed=1)
+    kept = model.reference_rows
+    assert kept.shape == (6, schema.n_features)
+    assert all((table.rows == row).all(1).any() for row in kept)  # rows of the table, each once
+    model.set_reference(table.rows, seed=1)
+    torch.testing.assert_close(model.reference_rows, kept)  # the same seed keeps the same rows
+    # A fresh model takes any number of saved reference rows and scores like the saved one ...
+    fresh = VarTJEPA(schema, SMALL).eval()
+    fresh.load_state_dict(model.state_dict())
+    torch.testing.assert_close(fresh.scores(table.rows[:4], ["training-kl"]), model.scores(table.rows[:4], ["training-kl"]))
+    # ... and a checkpoint written before the reference existed still loads, with none.
+    older = {k: v for k, v in model.state_dict().items() if k != "reference_rows"}
+    fresh.load_state_dict(older)
+    assert fresh.reference_rows.shape == (0, schema.n_features)
 
 
 def test_predictive_nll_is_the_decoded_predictor_mean_scored_at_hidden_features(schema, table):

@@ -28,7 +28,8 @@ class SSLMethod(nn.Module):
     * `loss(rows, step)` (differentiable) and `diagnostics(rows, step)` (held-out terms, incl. ``loss``);
     * `embed(rows)` (representations, for probe-based selection and downstream use);
     * optional: `uncertainty`, per-row `scores` (``score_names``, ``default_score``, `embed_with_scores`), `selectable_from`, `loss_weights` (logged, and named when a weighted term overflows),
-      `on_step_end` (e.g. EMA updates), `reseed` (per-rank generators under DDP).
+      `on_step_end` (e.g. EMA updates), `reseed` (per-rank generators under DDP), `set_reference`
+      (training rows a score compares new rows with).
 
     Randomness must come from torch's RNG or generators the method checkpoints through
     ``get_extra_state`` so that `--resume` reproduces an uninterrupted run. A Var-JEPA variant
@@ -59,6 +60,10 @@ class SSLMethod(nn.Module):
     def forward(self, rows: torch.Tensor, step: int) -> torch.Tensor:
         """`loss`, as ``forward`` so `DistributedDataParallel` can wrap the method and average gradients."""
         return self.loss(rows, step)
+
+    def set_reference(self, rows: torch.Tensor) -> None:
+        """Keep what a score needs from the training rows (the engine calls it before training, so every
+        checkpoint holds it); nothing by default."""
 
     def reseed(self, seed: int) -> None:
         """Re-seed the method's private generators (e.g. masks); the engine gives each DDP rank its own."""

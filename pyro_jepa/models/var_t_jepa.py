@@ -35,11 +35,14 @@ from torch import nn
 
 from ..data.masks import Masks
 from ..data.tabular import TabularSchema
-from ..distributions import MixedTabular, TargetTokenNormal
+from ..distributions import MixedTabular, TargetTokenNormal, kl_to_mixture_bound
 from ..nn import AttentionPooling, GaussianHead, TabularDecoder, mlp, scatter_tokens
 from .scores import aggregate_std, check_score_names
 from .tabular import EVAL_CHUNK, EVAL_MASK_SEED, MaskedPredictor, MaskedTabular, TabularJEPAConfig, TokenEncoder
 from .var_jepa import VarJEPA, standard_normal
+
+# The `training-kl` score compares a row's posterior with those of at most this many training rows.
+N_REFERENCE = 8192
 
 
 class VarTJEPA(MaskedTabular, VarJEPA):
@@ -81,8 +84,12 @@ class VarTJEPA(MaskedTabular, VarJEPA):
         if not row_scale:
             self.log_sigma_x = nn.Parameter(torch.zeros(()))
             self.log_sigma_y = nn.Parameter(torch.zeros(()))
+        # Training rows whose posteriors make the aggregate posterior of the `training-kl` score; saved with
+        # the weights (`set_reference`), resized to the saved rows on load.
+        self.register_buffer("reference_rows", torch.zeros(0, schema.n_features))
+        self.register_load_state_dict_pre_hook(_load_reference_rows)
         self.score_names = ("posterior-mean", "posterior-q90", "posterior-entropy", "prior-std", "predictive-nll", "predictive-kl", "predictive-mse",
-                            "reconstruction-nll") + (
+                            "reconstruction-nll", "training-kl") + (
             ("predictive-scale", "decoder-scale") if row_scale else ()
         )
 
@@ -151,6 +158,31 @@ class VarTJEPA(MaskedTabular, VarJEPA):
         # Every token is sampled (the target decoder reads them all); only the targets enter log q.
         return TargetTokenNormal(loc.unsqueeze(1).expand(shape), scale.unsqueeze(1).expand(shape), target, self.n_tokens)
 
+    # -- the training rows behind the typicality score ---------------------------------------
+    @torch.no_grad()
+    def set_reference(self, rows: torch.Tensor, seed: int = 0) -> None:
+        """Keep ``rows`` (packed training rows ``(N, D)``), or a random subset of `N_REFERENCE` of them
+        drawn by a private generator seeded by ``seed`` (the training RNG is untouched), for `training_kl`."""
+        if rows.ndim != 2 or rows.shape[1] != self.n_features:
+            raise ValueError(f"reference rows must be packed rows of shape (N, {self.n_features}), got {tuple(rows.shape)}")
+        if len(rows) > N_REFERENCE:
+            keep = torch.randperm(len(rows), generator=torch.Generator().manual_seed(seed))[:N_REFERENCE]
+            rows = rows[keep.sort().values.to(rows.device)]
+        self.reference_rows = rows.detach().to(self.reference_rows.device, self.reference_rows.dtype).clone()
+
+    @torch.no_grad()
+    def training_kl(self, loc: torch.Tensor, scale: torch.Tensor) -> torch.Tensor:
+        """``KL(q(s_w | row) || q_agg)`` per row ``(N,)`` for target posteriors ``loc, scale (N, T, d)``, where
+        ``q_agg = (1/K) Σ_k q(s_w | w_k)`` is the aggregate posterior of the K reference rows: the prior that
+        maximizes the training rows' average ELBO (Hoffman & Johnson, 2016), so the score is the ELBO's KL
+        term under the best prior the model could have learned, in closed form as a Jensen upper bound
+        (`kl_to_mixture_bound`). High for rows whose posterior sits where no training row's does."""
+        if not len(self.reference_rows):
+            raise ValueError("the training-kl score needs training rows: call set_reference(train_rows) first "
+                             "(the training engine does; a checkpoint written before pyro_jepa kept them has none)")
+        ref_loc, ref_scale = self.posterior(self.reference_rows)
+        return kl_to_mixture_bound(loc.flatten(1), scale.flatten(1), ref_loc.flatten(1), ref_scale.flatten(1))
+
     # -- representations ---------------------------------------------------------------------
     @torch.no_grad()
     def posterior(self, rows: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
@@ -203,7 +235,7 @@ class VarTJEPA(MaskedTabular, VarJEPA):
         ``predictive-nll``, ``predictive-scale``, ``predictive-kl``, ``predictive-mse``) average ``n_masks`` training-like mask draws seeded by
         ``seed`` (the same rows give the same scores; mask sizes are drawn per chunk of rows)."""
         names = check_score_names(names, self.score_names, self.name)
-        needs_posterior = any(n.startswith("posterior-") or n in ("decoder-scale", "reconstruction-nll") for n in names)
+        needs_posterior = any(n.startswith("posterior-") or n in ("decoder-scale", "reconstruction-nll", "training-kl") for n in names)
         return self._scores(rows, names, n_masks, seed, self.posterior(rows) if needs_posterior else None)
 
     @torch.no_grad()
@@ -226,6 +258,8 @@ class VarTJEPA(MaskedTabular, VarJEPA):
                 out["decoder-scale"] = self.target_decoder.scale(loc).log().mean(-1)
             if "reconstruction-nll" in names:
                 out["reconstruction-nll"] = -MixedTabular(*self.decode("y", loc), self.cardinalities).feature_log_prob(rows).mean(-1)
+            if "training-kl" in names:
+                out["training-kl"] = self.training_kl(loc, scale)
         masked = ("prior-std", "predictive-nll", "predictive-scale", "predictive-kl", "predictive-mse")
         if any(n in masked for n in names):
             values = self.mask_average(rows, self._masked_scores, n_masks, seed)
@@ -248,3 +282,11 @@ class VarTJEPA(MaskedTabular, VarJEPA):
     @torch.no_grad()
     def uncertainty(self, rows: torch.Tensor) -> torch.Tensor:
         return self.posterior(rows)[1]
+
+
+def _load_reference_rows(module: VarTJEPA, state_dict: dict, prefix: str, *_) -> None:
+    """Make room for the saved reference rows (any number of them); a checkpoint without any leaves none."""
+    key = prefix + "reference_rows"
+    saved = state_dict.get(key)
+    module.reference_rows = module.reference_rows.new_empty(saved.shape if saved is not None else (0, module.n_features))
+    state_dict.setdefault(key, module.reference_rows)
