@@ -140,8 +140,15 @@ def test_reference_rows_are_a_seeded_subset_saved_with_the_weights(schema, table
     torch.testing.assert_close(model.reference_rows, kept)  # the same seed keeps the same rows
     # A fresh model takes any number of saved reference rows and scores like the saved one ...
     fresh = VarTJEPA(schema, SMALL).eval()
+    fresh.set_reference(table.rows, seed=1)  # the same rows, other weights
+    before = fresh.scores(table.rows[:4], ["training-kl"])["training-kl"]  # caches its reference posteriors
+    assert fresh.reference_loc is not None
     fresh.load_state_dict(model.state_dict())
+    assert fresh.reference_loc is None  # new weights drop the cached posteriors
     torch.testing.assert_close(fresh.scores(table.rows[:4], ["training-kl"]), model.scores(table.rows[:4], ["training-kl"]))
+    assert not torch.allclose(before, fresh.scores(table.rows[:4], ["training-kl"])["training-kl"])
+    fresh.train()
+    assert fresh.reference_loc is None  # training will change the weights
     # ... and a checkpoint written before the reference existed still loads, with none.
     older = {k: v for k, v in model.state_dict().items() if k != "reference_rows"}
     fresh.load_state_dict(older)

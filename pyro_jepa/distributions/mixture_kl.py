@@ -44,7 +44,8 @@ def kl_to_mixture_bound(
     location_const = (mix_loc.pow(2) * precision).sum(-1)  # (K,)
     scale_const = mix_var.log().sum(-1) - d  # (K,)
     out = []
-    for q_loc, q_var in zip(loc.split(max(1, BLOCK // k)), var.split(max(1, BLOCK // k))):
+    chunk = max(1, BLOCK // k)
+    for q_loc, q_var in zip(loc.split(chunk), var.split(chunk)):
         kl = torch.zeros(len(q_loc), k, dtype=torch.float64, device=loc.device)
         if part != "scale":
             kl += q_loc.pow(2) @ precision.T - 2 * q_loc @ (mix_loc * precision).T + location_const

@@ -88,6 +88,10 @@ class VarTJEPA(MaskedTabular, VarJEPA):
         # the weights (`set_reference`), resized to the saved rows on load.
         self.register_buffer("reference_rows", torch.zeros(0, schema.n_features))
         self.register_load_state_dict_pre_hook(_load_reference_rows)
+        # Their posteriors, computed once for a model in eval mode (scoring a file chunk by chunk asks
+        # for them per chunk); dropped whenever the weights may change (`_forget_reference_posterior`).
+        self.register_buffer("reference_loc", None, persistent=False)
+        self.register_buffer("reference_scale", None, persistent=False)
         self.score_names = ("posterior-mean", "posterior-q90", "posterior-entropy", "prior-std", "predictive-nll", "predictive-kl", "predictive-mse",
                             "reconstruction-nll", "training-kl") + (
             ("predictive-scale", "decoder-scale") if row_scale else ()
@@ -169,6 +173,15 @@ class VarTJEPA(MaskedTabular, VarJEPA):
             keep = torch.randperm(len(rows), generator=torch.Generator().manual_seed(seed))[:N_REFERENCE]
             rows = rows[keep.sort().values.to(rows.device)]
         self.reference_rows = rows.detach().to(self.reference_rows.device, self.reference_rows.dtype).clone()
+        self._forget_reference_posterior()
+
+    def _forget_reference_posterior(self) -> None:
+        self.reference_loc = self.reference_scale = None
+
+    def train(self, mode: bool = True) -> VarTJEPA:
+        """`nn.Module.train`; also drops the reference rows' cached posteriors, as training changes the weights."""
+        self._forget_reference_posterior()
+        return super().train(mode)
 
     @torch.no_grad()
     def training_kl(self, loc: torch.Tensor, scale: torch.Tensor) -> torch.Tensor:
@@ -180,8 +193,9 @@ class VarTJEPA(MaskedTabular, VarJEPA):
         if not len(self.reference_rows):
             raise ValueError("the training-kl score needs training rows: call set_reference(train_rows) first "
                              "(the training engine does; a checkpoint written before pyro_jepa kept them has none)")
-        ref_loc, ref_scale = self.posterior(self.reference_rows)
-        return kl_to_mixture_bound(loc.flatten(1), scale.flatten(1), ref_loc.flatten(1), ref_scale.flatten(1))
+        if self.reference_loc is None or self.training:
+            self.reference_loc, self.reference_scale = (t.flatten(1) for t in self.posterior(self.reference_rows))
+        return kl_to_mixture_bound(loc.flatten(1), scale.flatten(1), self.reference_loc, self.reference_scale)
 
     # -- representations ---------------------------------------------------------------------
     @torch.no_grad()
@@ -289,4 +303,5 @@ def _load_reference_rows(module: VarTJEPA, state_dict: dict, prefix: str, *_) ->
     key = prefix + "reference_rows"
     saved = state_dict.get(key)
     module.reference_rows = module.reference_rows.new_empty(saved.shape if saved is not None else (0, module.n_features))
+    module._forget_reference_posterior()
     state_dict.setdefault(key, module.reference_rows)
