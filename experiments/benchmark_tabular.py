@@ -149,6 +149,7 @@ def cached_representations(args, name, splits, method, seed) -> dict[str, np.nda
         "dataset": name, "method": method, "seed": seed, "seconds": time.perf_counter() - started,
         "best_epoch": fit.best_epoch, "epochs": train_config.epochs, "steps": best["step"], "warmup_steps": warmup,
         "score": model.default_score, "collapse_test": collapse_report(reps["test"]),
+        **({"smoothing": float(model.reference_smoothing)} if hasattr(model, "reference_smoothing") else {}),
     }])
     return reps
 
@@ -227,10 +228,11 @@ def pretraining_diagnostics(args, datasets: list[str]) -> list[str]:
     lines = ["## Pre-training diagnostics", "",
              "Per pre-training run: the epoch chosen on the validation split, collapse diagnostics of the test embeddings "
              "(per-dimension std, effective rank of D·d dims, mean pairwise cosine) and Var-T-JEPA's unweighted validation "
-             "ELBO terms at that epoch (per row, normalized as in docs/elbo.md).", "",
+             "ELBO terms at that epoch (per row, normalized as in docs/elbo.md); *smoothing*: the width `training-kl` smooths the "
+             "training rows' aggregate posterior by (in units of its components' median std), fitted on the validation rows.", "",
              "| dataset | method | seed | best epoch / epochs | optimizer steps (after the KL warm-up) | mean std | eff. rank (ratio) "
-             "| mean cosine | rec | gen | KL s_x | KL z | KL s_y |",
-             "|---|---|---|---|---|---|---|---|---|---|---|---|---|"]
+             "| mean cosine | rec | gen | KL s_x | KL z | KL s_y | smoothing |",
+             "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|"]
     for run in read_jsonl(args.out / "pretrain.jsonl"):
         if run["dataset"] not in datasets or run["seed"] >= args.pretrain_seeds:
             continue
@@ -241,9 +243,10 @@ def pretraining_diagnostics(args, datasets: list[str]) -> list[str]:
             best = pd.read_csv(history).set_index("epoch").loc[run["best_epoch"]]
             terms = [f"{best[f'val_{t}']:.3g}" for t in ("rec", "gen", "kl_s_x", "kl_z", "kl_s_y")]
         steps = f"{run['steps']} ({run['steps'] - run['warmup_steps']})" if "steps" in run else "–"
+        smoothing = f"{run['smoothing']:g}" if "smoothing" in run else "–"
         lines.append(f"| {run['dataset']} | {METHODS[run['method']]} | {run['seed']} | {run['best_epoch']} / {run['epochs']} | {steps} "
                      f"| {c['mean_std']:.3f} | {c['effective_rank']:.0f} ({c['effective_rank_ratio']:.2f}) | {c['mean_cosine']:.2f} | "
-                     + " | ".join(terms) + " |")
+                     + " | ".join([*terms, smoothing]) + " |")
     return lines
 
 

@@ -165,7 +165,8 @@ class Experiment:
         self.runs.append({"dataset": name, "seed": seed, "method": method, "variant": variant or "-", "best_epoch": fit.best_epoch,
                           "epochs": train_config.epochs, "steps": best["step"], "warmup_steps": warmup,
                           "steps_after_warmup": best["step"] - warmup, "seconds": sum(r["seconds"] for r in fit.history),
-                          "kl_s_y": model_config.weights.kl_s_y, "decoder_scale": model_config.decoder_scale})
+                          "kl_s_y": model_config.weights.kl_s_y, "decoder_scale": model_config.decoder_scale,
+                          **({"smoothing": float(model.reference_smoothing)} if hasattr(model, "reference_smoothing") else {})})
         return model
 
     def run_seed(self, name: str, splits, seed: int) -> None:
@@ -297,16 +298,19 @@ def report(args, results: pd.DataFrame, selective: pd.DataFrame, runs: pd.DataFr
         "error of predicting the training mean (0: the conditional prior has learned nothing about hidden features from the "
         "context; 1: perfect). *Predictable by the rest of the row*: the same measure for a ridge regression of each "
         "numerical feature on all the others, fitted on the training rows (`pyro_jepa.evaluate.feature_predictability`): "
-        "what the table lets a predictor learn, for reference (the predictor sees only its context, the regression is linear).",
+        "what the table lets a predictor learn, for reference (the predictor sees only its context, the regression is linear). "
+        "*Smoothing*: the width the `training-kl` score smooths the training rows' aggregate posterior by, in units of its "
+        "components' median std, fitted on the validation rows (`VarTJEPA.set_reference`; 0 = unsmoothed).",
         "",
         "| dataset | method | variant | seed | best epoch / epochs | optimizer steps (after the KL warm-up) | seconds | predictor skill "
-        "| predictable by the rest of the row |",
-        "|---|---|---|---|---|---|---|---|---|",
+        "| predictable by the rest of the row | smoothing |",
+        "|---|---|---|---|---|---|---|---|---|---|",
     ]
     for _, r in runs.iterrows():
         skill, reference = (f"{r[k]:.3f}" if pd.notna(r.get(k)) else "–" for k in ("predictor_skill", "predictability"))
+        smoothing = f"{r['smoothing']:g}" if pd.notna(r.get("smoothing")) else "–"
         lines.append(f"| {r['dataset']} | {r['method']} | {r['variant']} | {r['seed']} | {r['best_epoch']} / {r['epochs']} "
-                     f"| {r['steps']} ({r['steps_after_warmup']}) | {r['seconds']:.0f} | {skill} | {reference} |")
+                     f"| {r['steps']} ({r['steps_after_warmup']}) | {r['seconds']:.0f} | {skill} | {reference} | {smoothing} |")
     for name, block in summary.groupby("dataset", sort=False):
         ours = SETTINGS_OF.get(name, name)
         paper = PAPER.get(ours, {})

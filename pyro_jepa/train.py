@@ -355,6 +355,16 @@ class _Training:
         )
         io.write_csv(pd.DataFrame(result.history), self.out_dir / "history.csv")
 
+    def store_final_state(self) -> None:
+        """Rewrite ``best.pt`` with the method's state as it is now if that differs: its weights, and what
+        `set_reference` kept or fitted after training (a best.pt resumed from an older pyro_jepa lacks it)."""
+        if not self.rank.is_main:
+            return
+        state, now = load_checkpoint(self.best_path, self.device), self.method.state_dict()
+        saved = state["method"]
+        if now.keys() != saved.keys() or any(not torch.equal(v, saved[k]) for k, v in now.items() if isinstance(v, torch.Tensor)):
+            save_checkpoint(state | {"method": now}, self.best_path)
+
     def finish(self) -> None:
         """Every rank ends with the best epoch's weights, in eval mode."""
         if self.rank.is_main:
@@ -408,6 +418,8 @@ def fit(
             bar.update(1)
     bar.close()
     run.finish()
-    method.set_reference(run.train.rows)  # again: a best.pt resumed from an older pyro_jepa has none
+    # With the best weights back: fit what the scores take from the validation rows, and keep it in best.pt.
+    method.set_reference(run.train.rows, held_out=run.val.rows)
+    run.store_final_state()
     run.result.seconds = time.perf_counter() - started
     return run.result

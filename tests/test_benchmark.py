@@ -5,6 +5,8 @@ import json
 import pandas as pd
 import pytest
 
+from pyro_jepa.distributions.mixture_kl import SMOOTHING_GRID
+
 from tests.test_experiment import load_script
 
 
@@ -36,7 +38,9 @@ def test_benchmark_writes_report_and_resumes_without_recomputing(tmp_path):
     assert "Goal (Var-T-JEPA, default rule" in text and "## Risk-controlled abstention" in text
     assert "## Which latent score ranks the downstream errors" in text
     var_row = next(line for line in text.splitlines() if line.startswith("| sim | Var-T-JEPA | 0 |"))
-    assert float(var_row.split("|")[-2]) > 0  # KL s_y at the chosen epoch, from the run's history.csv
+    *_, kl_s_y, smoothing, _ = var_row.split("|")
+    assert float(kl_s_y) > 0  # KL s_y at the chosen epoch, from the run's history.csv
+    assert float(smoothing) in SMOOTHING_GRID  # the training-kl score's smoothing, fitted on the validation rows
     summary = pd.read_csv(report.with_suffix(".csv"))
     assert (summary.loc[summary["drop"] == 0, "runs"].isin([1, 2])).all()
     embeddings = sorted(p.name for p in (out / "embeddings" / "sim").iterdir())

@@ -53,6 +53,8 @@ def test_fit_logs_every_term_and_keeps_the_best_validation_epoch(cls, schema, sp
             torch.testing.assert_close(value, best_state[key])
     if cls is VarTJEPA:  # the engine keeps the training rows for the training-kl score, in every checkpoint
         torch.testing.assert_close(best_state["reference_rows"], splits[0].rows)
+        # ... and the smoothing of their aggregate posterior, fitted on the validation rows after training
+        assert method.smoothing_curve and float(best_state["reference_smoothing"]) == min(method.smoothing_curve, key=method.smoothing_curve.get)
 
 
 def test_t_jepa_target_encoder_follows_ema(schema, splits, tmp_path):

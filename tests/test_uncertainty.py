@@ -8,6 +8,8 @@ import pytest
 import torch
 
 from pyro_jepa.data.masks import Masks
+from pyro_jepa.distributions import kl_to_mixture_bound, smoothed_scale
+from pyro_jepa.distributions.mixture_kl import SMOOTHING_GRID
 from pyro_jepa.models import TJEPA, TabularJEPAConfig, VarTJEPA
 from pyro_jepa.models.scores import ROW_SCORES, aggregate_std
 from pyro_jepa.uncertainty import ARVIZ_1, sample_latents, summarize, to_inference_data
@@ -153,6 +155,36 @@ def test_reference_rows_are_a_seeded_subset_saved_with_the_weights(schema, table
     older = {k: v for k, v in model.state_dict().items() if k != "reference_rows"}
     fresh.load_state_dict(older)
     assert fresh.reference_rows.shape == (0, schema.n_features)
+
+
+def test_training_kl_smooths_the_aggregate_posterior_by_the_width_fitted_on_held_out_rows(schema, table):
+    torch.manual_seed(0)
+    model = VarTJEPA(schema, replace(SMALL, decoder_scale="row")).train()
+    reference, held_out, rows = table.rows[:20], table.rows[20:40], table.rows[40:46]
+    model.set_reference(reference, held_out=held_out)
+    assert model.training  # fitted in eval mode, handed back in the mode it came in
+    model.eval()
+    width = float(model.reference_smoothing)
+    assert width in SMOOTHING_GRID and model.smoothing_curve[width] == min(model.smoothing_curve.values())
+    # the curve is the held-out rows' mean KL bound under each smoothing, the score the bound under the chosen one
+    ref_loc, ref_scale = (t.flatten(1) for t in model.posterior(reference))
+    held_loc, held_scale = (t.flatten(1) for t in model.posterior(held_out))
+    for w, mean_kl in model.smoothing_curve.items():
+        expected = kl_to_mixture_bound(held_loc, held_scale, ref_loc, smoothed_scale(ref_scale, w)).double().mean()
+        assert mean_kl == pytest.approx(float(expected))
+    loc, scale = (t.flatten(1) for t in model.posterior(rows))
+    torch.testing.assert_close(model.scores(rows, ["training-kl"])["training-kl"],
+                               kl_to_mixture_bound(loc, scale, ref_loc, smoothed_scale(ref_scale, width)))
+    # saved with the weights; a state dict from before the smoothing loads unsmoothed; no held-out rows, no smoothing
+    fresh = VarTJEPA(schema, replace(SMALL, decoder_scale="row")).eval()
+    fresh.load_state_dict(model.state_dict())
+    assert float(fresh.reference_smoothing) == width
+    fresh.load_state_dict({k: v for k, v in model.state_dict().items() if k != "reference_smoothing"})
+    assert float(fresh.reference_smoothing) == 0.0
+    model.set_reference(reference)
+    assert float(model.reference_smoothing) == 0.0
+    with pytest.raises(ValueError, match="held-out rows must be packed rows"):
+        model.set_reference(reference, held_out=held_out[:, :2])
 
 
 def test_predictive_nll_is_the_decoded_predictor_mean_scored_at_hidden_features(schema, table):

@@ -11,7 +11,7 @@ import torch
 from pyro import poutine
 
 from pyro_jepa.data.images import ImageData
-from pyro_jepa.distributions import PolarStudentT, kl_to_mixture_bound, polar
+from pyro_jepa.distributions import PolarStudentT, fit_smoothing, kl_to_mixture_bound, polar, smoothed_scale
 from pyro_jepa.models import VJE, SimSiam, SimSiamConfig, VICReg, VICRegConfig, VJEConfig
 from pyro_jepa.models.image_ssl import ImageSSL
 from pyro_jepa.models.vje import SCORES, Posterior
@@ -321,6 +321,27 @@ def test_kl_to_the_training_gaussian_ranks_an_outlier_direction():
     """Known answer: one Gaussian fitted to both training clusters has no variance along the unseen
     direction, so the KL to it flags that direction too."""
     assert typicality_auroc("mixture", score="kl_training_gaussian") > 0.95
+
+
+def test_fit_smoothing_picks_the_width_that_suits_unseen_points():
+    """Known answer: narrow components at draws from N(0, I) fit those draws best unsmoothed, while fresh
+    draws from the same N(0, I) are better explained by a smoothed mixture (as a kernel density estimate)."""
+    g = torch.Generator().manual_seed(0)
+    mix_loc, mix_scale = torch.randn(300, 2, generator=g), torch.full((300, 2), 0.05)
+    fresh_loc, narrow = torch.randn(400, 2, generator=g), torch.full((400, 2), 0.05)
+    width, curve = fit_smoothing(fresh_loc, narrow, mix_loc, mix_scale)
+    assert width > 0 and curve[width] == min(curve.values()) and curve[width] < curve[0.0]
+    for w, mean_kl in curve.items():  # each point of the curve is the mean bound under that smoothing
+        expected = kl_to_mixture_bound(fresh_loc, narrow, mix_loc, smoothed_scale(mix_scale, w)).double().mean()
+        assert mean_kl == pytest.approx(float(expected))
+    # points far apart, each held-out posterior one of the components: nothing is gained by smoothing
+    apart = 10.0 * torch.arange(20.0).repeat(2, 1).T
+    assert fit_smoothing(apart, mix_scale[:20], apart, mix_scale[:20])[0] == 0.0
+    # the smoothing adds (width * median scale)^2 to every component's variance
+    torch.testing.assert_close(smoothed_scale(mix_scale, 2.0), torch.full((300, 2), (0.05**2 + 0.1**2) ** 0.5))
+    assert smoothed_scale(mix_scale, 0.0) is mix_scale
+    with pytest.raises(ValueError, match="widths >= 0"):
+        fit_smoothing(fresh_loc, narrow, mix_loc, mix_scale, grid=(-1.0,))
 
 
 def test_kl_to_mixture_bound_known_answers():

@@ -61,9 +61,10 @@ class SSLMethod(nn.Module):
         """`loss`, as ``forward`` so `DistributedDataParallel` can wrap the method and average gradients."""
         return self.loss(rows, step)
 
-    def set_reference(self, rows: torch.Tensor) -> None:
-        """Keep what a score needs from the training rows (the engine calls it before training, so every
-        checkpoint holds it); nothing by default."""
+    def set_reference(self, rows: torch.Tensor, held_out: torch.Tensor | None = None) -> None:
+        """Keep what a score needs from the training ``rows`` and fit what it needs from ``held_out``
+        (validation) rows. The engine calls it before training without ``held_out``, so every checkpoint
+        holds the rows, and with them once the best weights are back. Nothing by default."""
 
     def reseed(self, seed: int) -> None:
         """Re-seed the method's private generators (e.g. masks); the engine gives each DDP rank its own."""

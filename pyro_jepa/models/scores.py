@@ -31,9 +31,9 @@ ROW_SCORES: dict[str, str] = {
     "(heteroscedastic decoders only)",
     "reconstruction-nll": "negative log-likelihood per feature of the row's own values under the target decoder at its "
     "posterior mean (the whole row as context): how badly the row's latent explains the row",
-    "training-kl": "KL from the row's target posterior to the aggregate posterior of (up to 8,192) training rows, the "
-    "ELBO's KL term under the best prior for the training data (a Jensen bound): how far the row's latent sits from "
-    "every training row's",
+    "training-kl": "KL from the row's target posterior to the aggregate posterior of (up to 8,192) training rows, smoothed "
+    "by the width that gives the validation rows the best ELBO: the ELBO's KL term under the best prior of that family "
+    "(a Jensen bound); how far the row's latent sits from every training row's",
     "prediction-error": "T-JEPA's squared latent prediction error at hidden features, over masks",
 }
 PAPER_SCORES = ("posterior-mean", "posterior-q90")

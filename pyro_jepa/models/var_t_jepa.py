@@ -35,7 +35,7 @@ from torch import nn
 
 from ..data.masks import Masks
 from ..data.tabular import TabularSchema
-from ..distributions import MixedTabular, TargetTokenNormal, kl_to_mixture_bound
+from ..distributions import MixedTabular, TargetTokenNormal, fit_smoothing, kl_to_mixture_bound, smoothed_scale
 from ..nn import AttentionPooling, GaussianHead, TabularDecoder, mlp, scatter_tokens
 from .scores import aggregate_std, check_score_names
 from .tabular import EVAL_CHUNK, EVAL_MASK_SEED, MaskedPredictor, MaskedTabular, TabularJEPAConfig, TokenEncoder
@@ -87,6 +87,9 @@ class VarTJEPA(MaskedTabular, VarJEPA):
         # Training rows whose posteriors make the aggregate posterior of the `training-kl` score; saved with
         # the weights (`set_reference`), resized to the saved rows on load.
         self.register_buffer("reference_rows", torch.zeros(0, schema.n_features))
+        # The width their aggregate posterior is smoothed by, fitted on held-out rows (`set_reference`).
+        self.register_buffer("reference_smoothing", torch.zeros(()))
+        self.smoothing_curve: dict[float, float] = {}  # the held-out rows' mean KL at each width tried (the last fit)
         self.register_load_state_dict_pre_hook(_load_reference_rows)
         # Their posteriors, computed once for a model in eval mode (scoring a file chunk by chunk asks
         # for them per chunk); dropped whenever the weights may change (`_forget_reference_posterior`).
@@ -164,16 +167,37 @@ class VarTJEPA(MaskedTabular, VarJEPA):
 
     # -- the training rows behind the typicality score ---------------------------------------
     @torch.no_grad()
-    def set_reference(self, rows: torch.Tensor, seed: int = 0) -> None:
+    def set_reference(self, rows: torch.Tensor, held_out: torch.Tensor | None = None, seed: int = 0) -> None:
         """Keep ``rows`` (packed training rows ``(N, D)``), or a random subset of `N_REFERENCE` of them
-        drawn by a private generator seeded by ``seed`` (the training RNG is untouched), for `training_kl`."""
+        drawn by a private generator seeded by ``seed`` (the training RNG is untouched), for `training_kl`.
+
+        With ``held_out`` rows (validation rows, never trained on) also fit the width their aggregate
+        posterior is smoothed by (`fit_smoothing`: the smoothing that gives the held-out rows the best
+        ELBO), with the model in eval mode; without, the aggregate posterior is not smoothed."""
         if rows.ndim != 2 or rows.shape[1] != self.n_features:
             raise ValueError(f"reference rows must be packed rows of shape (N, {self.n_features}), got {tuple(rows.shape)}")
-        if len(rows) > N_REFERENCE:
-            keep = torch.randperm(len(rows), generator=torch.Generator().manual_seed(seed))[:N_REFERENCE]
-            rows = rows[keep.sort().values.to(rows.device)]
-        self.reference_rows = rows.detach().to(self.reference_rows.device, self.reference_rows.dtype).clone()
+        self.reference_rows = self._subset(rows, seed).detach().to(self.reference_rows.device, self.reference_rows.dtype).clone()
         self._forget_reference_posterior()
+        self.reference_smoothing.zero_()
+        if held_out is None or not len(held_out):
+            return
+        if held_out.ndim != 2 or held_out.shape[1] != self.n_features:
+            raise ValueError(f"held-out rows must be packed rows of shape (N, {self.n_features}), got {tuple(held_out.shape)}")
+        was_training = self.training
+        self.eval()
+        loc, scale = (t.flatten(1) for t in self.posterior(self._subset(held_out, seed).to(self.reference_rows.device)))
+        width, self.smoothing_curve = fit_smoothing(loc, scale, *self._reference_posterior())
+        self.reference_smoothing.fill_(width)
+        if was_training:
+            self.train()
+
+    @staticmethod
+    def _subset(rows: torch.Tensor, seed: int) -> torch.Tensor:
+        """``rows``, or `N_REFERENCE` of them drawn by a private generator (in their original order)."""
+        if len(rows) <= N_REFERENCE:
+            return rows
+        keep = torch.randperm(len(rows), generator=torch.Generator().manual_seed(seed))[:N_REFERENCE]
+        return rows[keep.sort().values.to(rows.device)]
 
     def _forget_reference_posterior(self) -> None:
         self.reference_loc = self.reference_scale = None
@@ -189,13 +213,20 @@ class VarTJEPA(MaskedTabular, VarJEPA):
         ``q_agg = (1/K) Σ_k q(s_w | w_k)`` is the aggregate posterior of the K reference rows: the prior that
         maximizes the training rows' average ELBO (Hoffman & Johnson, 2016), so the score is the ELBO's KL
         term under the best prior the model could have learned, in closed form as a Jensen upper bound
-        (`kl_to_mixture_bound`). High for rows whose posterior sits where no training row's does."""
+        (`kl_to_mixture_bound`). ``q_agg`` is smoothed by the width `set_reference` fitted on held-out rows
+        (`smoothed_scale`). High for rows whose posterior sits where no training row's does."""
+        mix_loc, mix_scale = self._reference_posterior()
+        mix_scale = smoothed_scale(mix_scale, float(self.reference_smoothing))
+        return kl_to_mixture_bound(loc.flatten(1), scale.flatten(1), mix_loc, mix_scale)
+
+    def _reference_posterior(self) -> tuple[torch.Tensor, torch.Tensor]:
+        """The reference rows' flattened posterior loc and scale ``(K, T·d)``, cached in eval mode."""
         if not len(self.reference_rows):
             raise ValueError("the training-kl score needs training rows: call set_reference(train_rows) first "
                              "(the training engine does; a checkpoint written before pyro_jepa kept them has none)")
         if self.reference_loc is None or self.training:
             self.reference_loc, self.reference_scale = (t.flatten(1) for t in self.posterior(self.reference_rows))
-        return kl_to_mixture_bound(loc.flatten(1), scale.flatten(1), self.reference_loc, self.reference_scale)
+        return self.reference_loc, self.reference_scale
 
     # -- representations ---------------------------------------------------------------------
     @torch.no_grad()
@@ -299,9 +330,11 @@ class VarTJEPA(MaskedTabular, VarJEPA):
 
 
 def _load_reference_rows(module: VarTJEPA, state_dict: dict, prefix: str, *_) -> None:
-    """Make room for the saved reference rows (any number of them); a checkpoint without any leaves none."""
+    """Make room for the saved reference rows (any number of them); a checkpoint without any leaves none,
+    and one without a smoothing width leaves the aggregate posterior unsmoothed."""
     key = prefix + "reference_rows"
     saved = state_dict.get(key)
     module.reference_rows = module.reference_rows.new_empty(saved.shape if saved is not None else (0, module.n_features))
     module._forget_reference_posterior()
     state_dict.setdefault(key, module.reference_rows)
+    state_dict.setdefault(prefix + "reference_smoothing", torch.zeros(()))  # saved before the smoothing: none
