@@ -81,6 +81,19 @@ def test_uncertainty_experiment_writes_figure3_table(tmp_path):
     assert "Supervised ceiling" in text and "Goal (default score" in text
 
 
+def test_smoothing_ablation_reports_every_width_and_the_fitted_one(tmp_path):
+    out = tmp_path / "smoothing"
+    argv = ["--datasets", "sim", "--max-rows", "300", "--epochs", "2", "--seeds", "0", "--checkpoints", str(tmp_path / "ck"),
+            "--threads", "1", "--out", str(out)]
+    assert load_script("training_kl_smoothing").main(argv) == 0
+    results = pd.read_csv(out / "smoothing.csv")
+    assert list(results["width"]) == list(SMOOTHING_GRID)
+    fitted = results[results["fitted"]]
+    assert len(fitted) == 1 and fitted["validation_mean_kl"].iloc[0] == results["validation_mean_kl"].min()
+    assert results["spearman"].abs().le(1).all() and results[["roc_auc", "within_class_roc_auc"]].stack().between(0, 1).all()
+    assert "fitted width (default)" in (out / "smoothing.md").read_text() and (out / "smoothing.png").stat().st_size > 0
+
+
 @pytest.mark.parametrize("lr", ["0", "-1", "nan"])
 def test_uncertainty_experiment_refuses_a_bad_learning_rate(lr, capsys):
     with pytest.raises(SystemExit):

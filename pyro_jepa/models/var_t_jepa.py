@@ -186,7 +186,7 @@ class VarTJEPA(MaskedTabular, VarJEPA):
         was_training = self.training
         self.eval()
         loc, scale = (t.flatten(1) for t in self.posterior(self._subset(held_out, seed).to(self.reference_rows.device)))
-        width, self.smoothing_curve = fit_smoothing(loc, scale, *self._reference_posterior())
+        width, self.smoothing_curve = fit_smoothing(loc, scale, *self.reference_posterior())
         self.reference_smoothing.fill_(width)
         if was_training:
             self.train()
@@ -215,12 +215,12 @@ class VarTJEPA(MaskedTabular, VarJEPA):
         term under the best prior the model could have learned, in closed form as a Jensen upper bound
         (`kl_to_mixture_bound`). ``q_agg`` is smoothed by the width `set_reference` fitted on held-out rows
         (`smoothed_scale`). High for rows whose posterior sits where no training row's does."""
-        mix_loc, mix_scale = self._reference_posterior()
+        mix_loc, mix_scale = self.reference_posterior()
         mix_scale = smoothed_scale(mix_scale, float(self.reference_smoothing))
         return kl_to_mixture_bound(loc.flatten(1), scale.flatten(1), mix_loc, mix_scale)
 
-    def _reference_posterior(self) -> tuple[torch.Tensor, torch.Tensor]:
-        """The reference rows' flattened posterior loc and scale ``(K, T·d)``, cached in eval mode."""
+    def reference_posterior(self) -> tuple[torch.Tensor, torch.Tensor]:
+        """The reference rows' flattened posterior loc and scale ``(K, T·d)`` (unsmoothed), cached in eval mode."""
         if not len(self.reference_rows):
             raise ValueError("the training-kl score needs training rows: call set_reference(train_rows) first "
                              "(the training engine does; a checkpoint written before pyro_jepa kept them has none)")
