@@ -31,7 +31,6 @@ import torch  # noqa: E402
 from pyro_jepa import cli, io  # noqa: E402
 from pyro_jepa.benchmarking import machine_description  # noqa: E402
 from pyro_jepa.data import load_dataset  # noqa: E402
-from pyro_jepa.distributions import kl_to_mixture_bound, smoothed_scale  # noqa: E402
 from pyro_jepa.distributions.mixture_kl import SMOOTHING_GRID  # noqa: E402
 from pyro_jepa.evaluate.metrics import roc_auc, spearman  # noqa: E402
 from pyro_jepa.pipeline import pretrain  # noqa: E402
@@ -57,12 +56,11 @@ def width_rows(model, splits) -> list[dict]:
     """One row per width of the grid: validation mean KL, test Spearman / ROC AUC / within-class ROC AUC."""
     u, y = splits.test.ambiguity.numpy(), splits.test.y.numpy()
     high = u >= np.quantile(u, 0.75)
-    test_loc, test_scale = (t.flatten(1) for t in model.posterior(splits.test.rows))
+    test_loc, test_scale = model.posterior(splits.test.rows)
     fitted = float(model.reference_smoothing)
     rows = []
     for width in SMOOTHING_GRID:
-        mix_loc, mix_scale = model.reference_posterior()
-        score = kl_to_mixture_bound(test_loc, test_scale, mix_loc, smoothed_scale(mix_scale, width)).numpy().astype(np.float64)
+        score = model.training_kl(test_loc, test_scale, width).numpy().astype(np.float64)
         within = [roc_auc(high[y == c], score[y == c]) for c in np.unique(y) if 0 < high[y == c].sum() < (y == c).sum()]
         rows.append({"width": width, "fitted": width == fitted, "validation_mean_kl": model.smoothing_curve[width],
                      "spearman": spearman(score, u), "roc_auc": roc_auc(high, score), "within_class_roc_auc": float(np.mean(within))})

@@ -36,3 +36,9 @@ def load_checkpoint(path: Path, map_location: str | torch.device = "cpu", format
     if not isinstance(state, dict) or state.get("format") != format_tag:
         raise CheckpointError(f"{path} is not a pyro_jepa checkpoint (missing format tag {format_tag!r})")
     return state
+
+
+def holds_state(saved: dict, state: dict) -> bool:
+    """Whether the state dict ``saved`` holds every tensor of ``state`` with equal values (compared on the CPU)."""
+    tensors = {k: v for k, v in state.items() if isinstance(v, torch.Tensor)}
+    return tensors.keys() <= saved.keys() and all(torch.equal(saved[k].cpu(), v.detach().cpu()) for k, v in tensors.items())

@@ -47,7 +47,7 @@ from .evaluate.selective import risk_coverage
 from .models import SSLMethod, TabularJEPAConfig
 from .models.scores import canonical_score_name
 from .pipeline import METHODS
-from .checkpoints import CHECKPOINT_FORMAT, load_checkpoint, save_checkpoint
+from .checkpoints import CHECKPOINT_FORMAT, holds_state, load_checkpoint, save_checkpoint
 from .train import resolve_device
 
 MODEL_FORMAT = "pyro_jepa-saved-model-v1"
@@ -244,10 +244,8 @@ def save_model(
 
 def _save_weights(path: Path, method: SSLMethod) -> Path:
     """Write ``method``'s weights to ``path``, or check that the checkpoint already there holds them."""
-    state = {k: v.detach().cpu() for k, v in method.state_dict().items() if isinstance(v, torch.Tensor)}
     if path.is_file():
-        saved = load_checkpoint(path)["method"]
-        if any(not torch.equal(saved[k].cpu(), v) for k, v in state.items() if k in saved) or not state.keys() <= saved.keys():
+        if not holds_state(load_checkpoint(path)["method"], method.state_dict()):
             raise RuntimeError(f"{path} does not hold the weights of the model being saved; save into another folder")
         return path
     settings = io.to_jsonable({"method": method.name, "model": method.settings()})

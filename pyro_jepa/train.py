@@ -22,7 +22,7 @@ from tqdm.auto import tqdm
 
 from . import distributed, io
 from .data.tabular import TabularData
-from .checkpoints import CHECKPOINT_FORMAT, load_checkpoint, save_checkpoint
+from .checkpoints import CHECKPOINT_FORMAT, holds_state, load_checkpoint, save_checkpoint
 from .io import CheckpointError
 from .evaluate.diagnostics import linear_probe_accuracy
 from .models.base import SSLMethod
@@ -360,15 +360,15 @@ class _Training:
         `set_reference` kept or fitted after training (a best.pt resumed from an older pyro_jepa lacks it)."""
         if not self.rank.is_main:
             return
-        state, now = load_checkpoint(self.best_path, self.device), self.method.state_dict()
-        saved = state["method"]
-        if now.keys() != saved.keys() or any(not torch.equal(v, saved[k]) for k, v in now.items() if isinstance(v, torch.Tensor)):
-            save_checkpoint(state | {"method": now}, self.best_path)
+        now = self.method.state_dict()
+        if not holds_state(self.best_checkpoint["method"], now):
+            save_checkpoint(self.best_checkpoint | {"method": now}, self.best_path)
 
     def finish(self) -> None:
         """Every rank ends with the best epoch's weights, in eval mode."""
         if self.rank.is_main:
-            self.method.load_state_dict(load_checkpoint(self.best_path, self.device)["method"])
+            self.best_checkpoint = load_checkpoint(self.best_path, self.device)  # kept for `store_final_state`
+            self.method.load_state_dict(self.best_checkpoint["method"])
         if self.rank.enabled:
             distributed.broadcast_state(self.method)
         self.method.eval()

@@ -208,15 +208,15 @@ class VarTJEPA(MaskedTabular, VarJEPA):
         return super().train(mode)
 
     @torch.no_grad()
-    def training_kl(self, loc: torch.Tensor, scale: torch.Tensor) -> torch.Tensor:
+    def training_kl(self, loc: torch.Tensor, scale: torch.Tensor, width: float | None = None) -> torch.Tensor:
         """``KL(q(s_w | row) || q_agg)`` per row ``(N,)`` for target posteriors ``loc, scale (N, T, d)``, where
         ``q_agg = (1/K) Σ_k q(s_w | w_k)`` is the aggregate posterior of the K reference rows: the prior that
         maximizes the training rows' average ELBO (Hoffman & Johnson, 2016), so the score is the ELBO's KL
         term under the best prior the model could have learned, in closed form as a Jensen upper bound
-        (`kl_to_mixture_bound`). ``q_agg`` is smoothed by the width `set_reference` fitted on held-out rows
-        (`smoothed_scale`). High for rows whose posterior sits where no training row's does."""
+        (`kl_to_mixture_bound`). ``q_agg`` is smoothed by ``width`` (`smoothed_scale`; default: the width
+        `set_reference` fitted on held-out rows). High for rows whose posterior sits where no training row's does."""
         mix_loc, mix_scale = self.reference_posterior()
-        mix_scale = smoothed_scale(mix_scale, float(self.reference_smoothing))
+        mix_scale = smoothed_scale(mix_scale, float(self.reference_smoothing) if width is None else width)
         return kl_to_mixture_bound(loc.flatten(1), scale.flatten(1), mix_loc, mix_scale)
 
     def reference_posterior(self) -> tuple[torch.Tensor, torch.Tensor]:
