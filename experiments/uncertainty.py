@@ -345,7 +345,8 @@ def report(args, results: pd.DataFrame, selective: pd.DataFrame, runs: pd.DataFr
                 lines.append(f"| {rep} | {variant} | {score} | {auroc} | " + " | ".join(f"{g.loc[f, 'accuracy']:.3f}" for f in (0.0, 0.1, 0.2, 0.5))
                              + f" | {g.loc[0.0, 'macro_f1']:.3f} / {g.loc[0.5, 'macro_f1']:.3f} |")
             used = sel.drop_duplicates(["representation", "variant", "seed"])
-            lines += ["", "The combined rule kept the latent score (likelihood-ratio test on validation, p < 0.05) in "
+            lines += ["", "The combined rule kept the latent score (cross-fitted on validation, more accurate on average at 10/20/50 % dropped "
+                      "in ≥ 95 % of bootstrap resamples) in "
                       f"{int(used['combined_uses_latent'].sum())} of {len(used)} (representation, variant, seed) fits."]
         if (args.out / f"figure3_{name}.png").exists():
             lines += ["", f"![Figure 3 for {name}](uncertainty_figure3_{name}.png)"]

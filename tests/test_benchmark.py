@@ -27,7 +27,7 @@ def test_benchmark_writes_report_and_resumes_without_recomputing(tmp_path):
     # Every selective row names its rule; representations with a latent score get the latent and combined rules too.
     rules = {(r["representation"], r["abstain_by"]) for r in records if r["drop"] > 0}
     assert {rule for rep, rule in rules if rep == "raw features"} == {"max-prob", "entropy", "random"}
-    assert {rule for rep, rule in rules if rep == "Var-T-JEPA"} == {"max-prob", "entropy", "random", "latent", "combined"}
+    assert {rule for rep, rule in rules if rep == "Var-T-JEPA"} == {"max-prob", "entropy", "random", "latent", "combined", "combined-lrt"}
     risk = [json.loads(line) for line in (out / "risk.jsonl").read_text().splitlines()]
     assert len(risk) == len(full) and all(0 <= r["coverage"] <= 1 and r["target"] > 0 for r in risk)
     scores = pd.DataFrame([json.loads(line) for line in (out / "scores.jsonl").read_text().splitlines()])
@@ -37,6 +37,8 @@ def test_benchmark_writes_report_and_resumes_without_recomputing(tmp_path):
     assert "## sim" in text and "Var-T-JEPA ≥ T-JEPA (accuracy)" in text and "paper" in text
     assert "Goal (Var-T-JEPA, default rule" in text and "## Risk-controlled abstention" in text
     assert "## Which latent score ranks the downstream errors" in text
+    # Both combined rules say in how many fits they kept the latent score (2 MLP seeds on 1 pre-training seed).
+    assert "combined rule (default); latent kept in" in text and "likelihood-ratio test (the earlier default); latent kept in" in text
     var_row = next(line for line in text.splitlines() if line.startswith("| sim | Var-T-JEPA | 0 |"))
     *_, kl_s_y, smoothing, _ = var_row.split("|")
     assert float(kl_s_y) > 0  # KL s_y at the chosen epoch, from the run's history.csv

@@ -13,6 +13,7 @@ from pyro_jepa.evaluate.selective import (
     RiskControlledAbstention,
     abstention_study,
     aurc,
+    bootstrap_selective_accuracy,
     clopper_pearson_upper,
     confidence_scores,
     error_auroc,
@@ -196,23 +197,52 @@ def toy_selective_problem(rng: np.random.Generator, n: int, latent_signal: float
     return confidence, latent, errors
 
 
+def test_bootstrap_selective_accuracy_by_hand_and_against_selective_metrics():
+    correct = np.array([1, 0, 1, 1, 0])
+    uncertainty = np.array([0.1, 0.9, 0.3, 0.2, 0.5])
+    # Least uncertain first: rows 0, 3, 2, 4, 1 (correct 1, 1, 1, 0, 0).
+    # Resample 1 draws row 4 three times and row 0 twice: keeping 60 % of 5 draws keeps row 0's two.
+    # Resample 2 draws rows 0, 3, 2, 4, 1 once each: 60 % keeps rows 0, 3, 2.
+    weights = np.array([[2, 0, 0, 0, 3], [1, 1, 1, 1, 1]])
+    accuracy = bootstrap_selective_accuracy(correct, uncertainty, weights, [0.4, 0.0])
+    np.testing.assert_allclose(accuracy, [[1.0, 2 / 5], [1.0, 3 / 5]])
+    rng = np.random.default_rng(3)
+    scores, hits = rng.normal(size=200), rng.integers(0, 2, 200)
+    y_true, y_pred = np.zeros(200, int), 1 - hits
+    expected = [selective_metrics(y_true, y_pred, scores, [f])[f]["accuracy"] for f in (0.1, 0.2, 0.5)]
+    np.testing.assert_allclose(bootstrap_selective_accuracy(hits, scores, np.ones((1, 200), int), (0.1, 0.2, 0.5))[0], expected)
+
+
+@pytest.mark.parametrize("test", ["coverage", "likelihood-ratio"])
 @pytest.mark.parametrize("latent_signal", [0.0, 1.0])
-def test_combined_rule_vs_confidence_alone(latent_signal):
+def test_combined_rule_vs_confidence_alone(latent_signal, test):
     rng = np.random.default_rng(5)
-    gains, used = [], []
+    gains, accuracy_gains, used = [], [], []
     for _ in range(40):
         confidence, latent, errors = toy_selective_problem(rng, 1000, latent_signal)
-        rule = CombinedAbstention.fit(confidence, latent, errors)
+        rule = CombinedAbstention.fit(confidence, latent, errors, test=test)
         test_conf, test_latent, test_errors = toy_selective_problem(rng, 2000, latent_signal)
         gains.append(error_auroc(test_errors, rule.score(test_conf, test_latent)) - error_auroc(test_errors, test_conf))
+        accuracy = [bootstrap_selective_accuracy(1 - test_errors, score, np.ones((1, 2000), int), (0.1, 0.2, 0.5))[0]
+                    for score in (rule.score(test_conf, test_latent), test_conf)]
+        accuracy_gains.append(accuracy[0] - accuracy[1])
         used.append(rule.use_latent)
     if latent_signal:
         assert np.mean(used) == 1.0 and np.mean(gains) > 0.05
+        assert (np.mean(accuracy_gains, axis=0) > 0.01).all()
     else:
         # Pure noise: the test keeps it out at about its 5 % level, and the rule is never worse
         # than confidence alone beyond sampling noise.
         assert np.mean(used) <= 0.15
         assert np.mean(gains) > -0.003 and min(gains) > -0.02
+        if test == "coverage":  # the cross-fitted noise model ranks worse, so the bootstrap never keeps it here
+            assert not any(used) and np.abs(accuracy_gains).max() < 1e-12
+
+
+def test_combined_rule_refuses_an_unknown_test():
+    confidence, latent, errors = toy_selective_problem(np.random.default_rng(0), 100, 1.0)
+    with pytest.raises(ValueError, match="test must be"):
+        CombinedAbstention.fit(confidence, latent, errors, test="t-test")
 
 
 def test_abstention_study_rows_and_risk_outcome():
@@ -228,8 +258,9 @@ def test_abstention_study_rows_and_risk_outcome():
 
     (y_val, p_val, l_val), (y_test, p_test, l_test) = split(2000), split(2000)
     report, risk = abstention_study(y_val, p_val, y_test, p_test, l_val, l_test, risk_target=0.05)
-    assert set(report["score"]) == {"max-prob", "entropy", "latent", "combined", "random"}
-    assert report["combined_uses_latent"].all()
+    assert set(report["score"]) == {"max-prob", "entropy", "latent", "combined", "combined-lrt", "random"}
+    uses_latent = report.drop_duplicates("score").set_index("score")["uses_latent"]
+    assert uses_latent["combined"] is True and uses_latent["combined-lrt"] is True and uses_latent[["max-prob", "latent"]].isna().all()
     auroc = report[report["drop"] == 0].set_index("score")["error_auroc"]
     assert auroc["combined"] > auroc["max-prob"] and auroc["combined"] > auroc["latent"]
     assert risk["target"] == 0.05 and 0 < risk["coverage"] < 1 and risk["error"] <= 0.05 + 0.01

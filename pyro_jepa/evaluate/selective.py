@@ -5,8 +5,8 @@
   compared with (the downstream predictor's own confidence, abstaining at random) and how well a
   score ranks the predictor's errors.
 * `CombinedAbstention`: one rule from the predictor's confidence and a latent score, fitted on
-  validation rows; it keeps the latent score only where a likelihood-ratio test on validation says
-  it adds to the confidence.
+  validation rows; it keeps the latent score only where the validation rows show, cross-fitted and
+  bootstrapped, that it makes abstaining more accurate at the judged coverages.
 * `RiskControlledAbstention`: the user names a target error rate; the rule is calibrated on
   validation rows so that the error rate of the kept rows stays at or below it with a stated
   probability (Clopper–Pearson bounds, Bonferroni over a fixed grid of thresholds).
@@ -23,6 +23,7 @@ import numpy as np
 import pandas as pd
 from scipy.stats import beta, chi2
 from sklearn.linear_model import LogisticRegression
+from sklearn.model_selection import StratifiedKFold
 from sklearn.metrics import roc_auc_score
 from sklearn.preprocessing import QuantileTransformer
 
@@ -160,15 +161,41 @@ def _log_likelihood(model: LogisticRegression, x: np.ndarray, y: np.ndarray) -> 
     return float(np.sum(y * np.log(p) + (1 - y) * np.log1p(-p)))
 
 
+def bootstrap_selective_accuracy(
+    correct: np.ndarray, uncertainty: np.ndarray, weights: np.ndarray, drop_fractions: Sequence[float]
+) -> np.ndarray:
+    """Accuracy of the kept rows after abstaining on the most uncertain ``f`` of each bootstrap resample.
+
+    ``weights`` holds one resample per row of the matrix (how often each validation row was drawn);
+    a resample keeps its least uncertain rows up to ``(1 - f)`` of its draws. Returns an array of
+    shape (resamples, len(drop_fractions)).
+    """
+    order = most_uncertain_first(uncertainty)[::-1]  # least uncertain first
+    drawn = weights[:, order].astype(np.float64)
+    hits = drawn * np.asarray(correct, dtype=np.float64)[order]
+    cumulative = np.cumsum(drawn, axis=1)
+    accuracy = np.empty((len(weights), len(drop_fractions)))
+    for j, f in enumerate(drop_fractions):
+        kept = cumulative <= (1.0 - f) * weights.sum(1, keepdims=True)
+        accuracy[:, j] = (hits * kept).sum(1) / np.maximum((drawn * kept).sum(1), 1.0)
+    return accuracy
+
+
 @dataclass
 class CombinedAbstention:
     """Abstain by the predicted probability of an error from a logistic model on the predictor's
     confidence and a latent score, both fitted on validation rows.
 
-    The latent score enters only if it adds to the confidence on the validation split: a
-    likelihood-ratio test of the two-input model against the confidence-only one at level
-    ``alpha`` (``use_latent``, ``p_value``). Otherwise the rule *is* the confidence-only model, so it
-    cannot be worse than confidence alone except by the test's false positives.
+    The latent score enters only if the validation rows show that it helps where the rule is
+    judged. The two-input model and the confidence-only one are cross-fitted (each validation row
+    scored by models fitted on the other ``folds``), and a paired bootstrap over the validation rows
+    counts the resamples in which the two-input ranking is *not* more accurate on average over
+    ``drop_fractions``; the latent score is kept (``use_latent``) if that share (``p_value``) is below
+    ``alpha``. Otherwise the rule *is* the confidence-only model, so it cannot be worse than
+    confidence alone except by the test's false positives. ``test="likelihood-ratio"`` instead keeps
+    it when a likelihood-ratio test of the two models at level ``alpha`` does (the earlier rule, kept
+    for comparison): that asks whether the latent score improves the predicted error probabilities
+    anywhere, not whether it improves the ranking at the judged coverages.
     """
 
     confidence_map: QuantileTransformer
@@ -178,8 +205,21 @@ class CombinedAbstention:
     p_value: float
 
     @classmethod
-    def fit(cls, confidence: np.ndarray, latent: np.ndarray, errors: np.ndarray, alpha: float = 0.05) -> CombinedAbstention:
+    def fit(
+        cls,
+        confidence: np.ndarray,
+        latent: np.ndarray,
+        errors: np.ndarray,
+        alpha: float = 0.05,
+        test: str = "coverage",
+        drop_fractions: Sequence[float] = DROP_FRACTIONS,
+        folds: int = 5,
+        resamples: int = 2000,
+        seed: int = 0,
+    ) -> CombinedAbstention:
         """Fit on validation rows: the predictor's confidence score, the latent score, its 0/1 errors."""
+        if test not in ("coverage", "likelihood-ratio"):
+            raise ValueError(f"test must be 'coverage' or 'likelihood-ratio', got {test!r}")
         errors = np.asarray(errors).astype(int)
         confidence, latent = as_scores(confidence, len(errors)), as_scores(latent, len(errors))
         if errors.all() or not errors.any():
@@ -188,8 +228,11 @@ class CombinedAbstention:
         x = np.column_stack([confidence_map.transform(confidence[:, None])[:, 0], latent_map.transform(latent[:, None])[:, 0]])
         alone = LogisticRegression(C=np.inf).fit(x[:, :1], errors)
         both = LogisticRegression(C=np.inf).fit(x, errors)
-        deviance = 2.0 * (_log_likelihood(both, x, errors) - _log_likelihood(alone, x[:, :1], errors))
-        p_value = float(chi2.sf(max(deviance, 0.0), df=1))
+        if test == "likelihood-ratio":
+            deviance = 2.0 * (_log_likelihood(both, x, errors) - _log_likelihood(alone, x[:, :1], errors))
+            p_value = float(chi2.sf(max(deviance, 0.0), df=1))
+        else:
+            p_value = _coverage_test(x, errors, drop_fractions, folds, resamples, seed)
         use_latent = p_value < alpha
         return cls(confidence_map, latent_map, both if use_latent else alone, use_latent, p_value)
 
@@ -200,6 +243,25 @@ class CombinedAbstention:
         if self.use_latent:
             columns.append(self.latent_map.transform(np.asarray(latent, dtype=np.float64)[:, None])[:, 0])
         return self.model.predict_proba(np.column_stack(columns))[:, 1]
+
+
+def _coverage_test(x: np.ndarray, errors: np.ndarray, drop_fractions: Sequence[float], folds: int, resamples: int, seed: int) -> float:
+    """Share of bootstrap resamples of the validation rows in which the cross-fitted two-input rule is
+    *not* more accurate than the confidence-only rule on average over ``drop_fractions``."""
+    if errors.sum() < folds or (1 - errors).sum() < folds:
+        return 1.0  # too few errors (or correct rows) to cross-fit: no evidence for the latent score
+    held_out = {1: np.empty(len(errors)), 2: np.empty(len(errors))}
+    for train, test in StratifiedKFold(folds, shuffle=True, random_state=seed).split(x, errors):
+        for inputs in held_out:
+            model = LogisticRegression(C=np.inf).fit(x[train, :inputs], errors[train])
+            held_out[inputs][test] = model.predict_proba(x[test, :inputs])[:, 1]
+    rng = np.random.default_rng(seed)
+    weights = rng.multinomial(len(errors), np.full(len(errors), 1.0 / len(errors)), size=resamples)
+    correct = 1 - errors
+    gain = bootstrap_selective_accuracy(correct, held_out[2], weights, drop_fractions) - bootstrap_selective_accuracy(
+        correct, held_out[1], weights, drop_fractions
+    )
+    return float((gain.mean(1) <= 0).mean())
 
 
 def clopper_pearson_upper(errors: int, n: int, delta: float) -> float:
@@ -282,22 +344,26 @@ def abstention_study(
 
     Rules: the predictor's confidence (``"max-prob"``, ``"entropy"``), the latent score alone
     (``"latent"``), `CombinedAbstention` of max-prob and the latent score fitted on the validation rows
-    (``"combined"``, the default rule where a latent score exists) and ``"random"``; see
-    `selective_report` for the columns (plus ``combined_uses_latent``). With ``risk_target`` the
-    default rule (combined, else max-prob) is also calibrated on validation rows by
+    (``"combined"``, the default rule where a latent score exists; ``"combined-lrt"``, the same with the
+    likelihood-ratio test, for comparison) and ``"random"``; see `selective_report` for the columns, plus
+    ``uses_latent`` (whether a combined rule kept the latent score; empty for the other rules). With
+    ``risk_target`` the default rule (combined, else max-prob) is also calibrated on validation rows by
     `RiskControlledAbstention` and its test outcome returned (else None).
     """
     errors_val = np.asarray(y_val) != proba_val.argmax(1)
     confidence_val, confidence_test = confidence_scores(proba_val), confidence_scores(proba_test)
     scores = dict(confidence_test)
-    default_val, default_test, uses_latent = confidence_val[CONFIDENCE], confidence_test[CONFIDENCE], None
+    default_val, default_test, uses_latent = confidence_val[CONFIDENCE], confidence_test[CONFIDENCE], {}
     if latent_val is not None and latent_test is not None:
-        rule = CombinedAbstention.fit(confidence_val[CONFIDENCE], latent_val, errors_val)
-        default_val = rule.score(confidence_val[CONFIDENCE], latent_val)
-        default_test = rule.score(confidence_test[CONFIDENCE], latent_test)
-        scores |= {"latent": np.asarray(latent_test, dtype=np.float64), "combined": default_test}
-        uses_latent = rule.use_latent
-    report = selective_report(y_test, proba_test.argmax(1), scores, drop_fractions, seed=seed).assign(combined_uses_latent=uses_latent)
+        scores["latent"] = np.asarray(latent_test, dtype=np.float64)
+        for name, test in (("combined", "coverage"), ("combined-lrt", "likelihood-ratio")):
+            rule = CombinedAbstention.fit(confidence_val[CONFIDENCE], latent_val, errors_val, test=test,
+                                          drop_fractions=drop_fractions, seed=seed)
+            scores[name], uses_latent[name] = rule.score(confidence_test[CONFIDENCE], latent_test), rule.use_latent
+            if name == "combined":
+                default_val, default_test = rule.score(confidence_val[CONFIDENCE], latent_val), scores[name]
+    report = selective_report(y_test, proba_test.argmax(1), scores, drop_fractions, seed=seed)
+    report["uses_latent"] = pd.Series([uses_latent.get(name) for name in report["score"]], index=report.index, dtype=object)
     if risk_target is None:
         return report, None
     risk = RiskControlledAbstention.fit(default_val, errors_val, risk_target, delta)
