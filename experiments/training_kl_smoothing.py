@@ -9,7 +9,10 @@ pre-training runs of each dataset and seed: ``CHECKPOINTS/DATASET/default/var-t-
 width of `SMOOTHING_GRID` it reports the validation rows' mean KL bound (what the fit minimizes; no
 labels, no u) beside the test rows' Spearman with u and ROC AUC for u >= q75 (what the fit never
 sees). A last column checks whether digit or class composition explains the ROC AUC: the mean over
-classes of the ROC AUC within each class. Writes ``smoothing.csv``, ``config.json``, a figure and a
+classes of the ROC AUC within each class. A second table puts the fitted score beside other forms on
+the same models: the negative ELBO with unit weights under the same prior (the whole row's
+reconstruction NLL at the posterior mean plus `training-kl`), the scale score `decoder-scale`, and the
+mean of the two scores' ranks. Writes ``smoothing.csv``, ``forms.csv``, ``config.json``, a figure and a
 Markdown report into ``--out``.
 """
 
@@ -27,6 +30,7 @@ import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 import pandas as pd  # noqa: E402
 import torch  # noqa: E402
+from scipy.stats import rankdata  # noqa: E402
 
 from pyro_jepa import cli, io  # noqa: E402
 from pyro_jepa.benchmarking import machine_description  # noqa: E402
@@ -67,8 +71,24 @@ def width_rows(model, splits) -> list[dict]:
     return rows
 
 
-def run(args: argparse.Namespace) -> pd.DataFrame:
-    rows = []
+def form_rows(model, splits) -> list[dict]:
+    """The fitted `training-kl` beside other score forms on the same model: test Spearman and ROC AUC."""
+    u = splits.test.ambiguity.numpy()
+    high = u >= np.quantile(u, 0.75)
+    names = ["training-kl", "reconstruction-nll", "decoder-scale"]
+    scores = {k: v.numpy().astype(np.float64) for k, v in model.scores(splits.test.rows, names).items()}
+    forms = {
+        "training-kl (default)": scores["training-kl"],
+        # reconstruction-nll is a mean over features; the ELBO's term is their sum
+        "−ELBO, unit weights": splits.test.rows.shape[1] * scores["reconstruction-nll"] + scores["training-kl"],
+        "decoder-scale": scores["decoder-scale"],
+        "mean rank of training-kl and decoder-scale": rankdata(scores["training-kl"]) + rankdata(scores["decoder-scale"]),
+    }
+    return [{"score": name, "spearman": spearman(v, u), "roc_auc": roc_auc(high, v)} for name, v in forms.items()]
+
+
+def run(args: argparse.Namespace) -> tuple[pd.DataFrame, pd.DataFrame]:
+    rows, forms = [], []
     for name in args.datasets:
         splits = load_dataset(name, data_dir=args.data_dir, seed=args.split_seed, max_rows=args.max_rows)
         if splits.test.ambiguity is None:
@@ -80,8 +100,9 @@ def run(args: argparse.Namespace) -> pd.DataFrame:
                                 args.checkpoints / name / f"default/var-t-jepa-seed{seed}", resume=True)
             with torch.no_grad():
                 rows += [{"dataset": name, "seed": seed, **r} for r in width_rows(model.eval(), splits)]
+                forms += [{"dataset": name, "seed": seed, **r} for r in form_rows(model, splits)]
             print(f"{name}, seed {seed}: fitted width {float(model.reference_smoothing):g}", flush=True)
-    return pd.DataFrame(rows)
+    return pd.DataFrame(rows), pd.DataFrame(forms)
 
 
 def plot(results: pd.DataFrame, path: Path) -> None:
@@ -108,11 +129,18 @@ def summary(results: pd.DataFrame) -> pd.DataFrame:
         block = results[results["dataset"] == name]
         for label, rows in (("unsmoothed", block[block["width"] == 0]), ("fitted width (default)", block[block["fitted"]])):
             cell = {"dataset": name, "aggregate posterior": label, "width per seed": ", ".join(f"{w:g}" for w in rows["width"])}
-            for metric in ("spearman", "roc_auc", "within_class_roc_auc"):
-                values = rows[metric]
-                cell[metric] = f"{values.mean():.4f} ± {values.std(ddof=1) if len(values) > 1 else 0.0:.4f} (min {values.min():.4f})"
-            out.append(cell)
+            out.append(cell | {metric: mean_std_min(rows[metric]) for metric in ("spearman", "roc_auc", "within_class_roc_auc")})
     return pd.DataFrame(out)
+
+
+def mean_std_min(values: pd.Series) -> str:
+    return f"{values.mean():.4f} ± {values.std(ddof=1) if len(values) > 1 else 0.0:.4f} (min {values.min():.4f})"
+
+
+def forms_summary(forms: pd.DataFrame) -> pd.DataFrame:
+    """Each score form: mean ± std (min) over seeds of its test Spearman and ROC AUC."""
+    grouped = forms.groupby(["dataset", "score"], sort=False)
+    return grouped.agg(spearman=("spearman", mean_std_min), roc_auc=("roc_auc", mean_std_min)).reset_index()
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -122,13 +150,17 @@ def main(argv: list[str] | None = None) -> int:
     command = cli.command_line("experiments/training_kl_smoothing.py", argv)
     args.out.mkdir(parents=True, exist_ok=True)
     io.write_json({"command": command, "args": vars(args), "grid": SMOOTHING_GRID, "machine": machine_description()}, args.out / "config.json")
-    results = run(args)
+    results, forms = run(args)
     io.write_csv(results, args.out / "smoothing.csv")
+    io.write_csv(forms, args.out / "forms.csv")
     plot(results, args.out / "smoothing.png")
     text = "\n".join([
         "# `training-kl`: the aggregate posterior unsmoothed, at each width, and at the width fitted on validation rows", "",
         f"Made by `{command}`.", "",
         markdown_table(summary(results)), "",
+        "Other score forms on the same models (test rows; `mean rank` is a post-hoc ensemble of two scores, shown to see "
+        "whether the two shapes combine):", "",
+        markdown_table(forms_summary(forms)), "",
         "Every width (test columns are diagnostics: the fit sees only the validation column):", "",
         markdown_table(results, floats="{:.4f}"), "",
         "![smoothing](smoothing.png)", "",

@@ -2,6 +2,7 @@
 
 import json
 
+import numpy as np
 import pandas as pd
 import pytest
 
@@ -94,6 +95,11 @@ def test_smoothing_ablation_reports_every_width_and_the_fitted_one(tmp_path):
     assert len(fitted) == 1 and fitted["validation_mean_kl"].iloc[0] == results["validation_mean_kl"].min()
     assert results["spearman"].abs().le(1).all() and results[["roc_auc", "within_class_roc_auc"]].stack().between(0, 1).all()
     assert "fitted width (default)" in (out / "smoothing.md").read_text() and (out / "smoothing.png").stat().st_size > 0
+    forms = pd.read_csv(out / "forms.csv").set_index("score")
+    assert len(forms) == 4 and forms[["roc_auc"]].stack().between(0, 1).all()
+    # The fitted width's row of the width table is the default form's row here.
+    assert np.isclose(forms.loc["training-kl (default)", "spearman"], fitted["spearman"].iloc[0])
+    assert "−ELBO, unit weights" in (out / "smoothing.md").read_text()
 
 
 @pytest.mark.parametrize("lr", ["0", "-1", "nan"])
@@ -104,8 +110,6 @@ def test_uncertainty_experiment_refuses_a_bad_learning_rate(lr, capsys):
 
 
 def test_uncertainty_experiment_kmeans_margin_by_hand():
-    import numpy as np
-
     script = load_script("uncertainty")
     rng = np.random.default_rng(0)
     # Two tight clusters: rows at a centre have margin ~0, the midpoint margin 1.
