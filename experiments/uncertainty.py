@@ -274,7 +274,8 @@ def report(args, results: pd.DataFrame, selective: pd.DataFrame, runs: pd.DataFr
         "",
         f"Made by `{command}` on {platform.node() or 'this machine'} ({cpu_summary()}, {os.cpu_count()} CPU cores, "
         f"{'CUDA' if device.startswith('cuda') else 'no GPU'}; Python {platform.python_version()}, torch {torch.__version__}); "
-        f"load average {load[0][0]:.1f} at the start and {load[1][0]:.1f} at the end (other jobs shared the machine); "
+        f"load average {load[0][0]:.1f} at the start and {load[1][0]:.1f} at the end (this run uses {torch.get_num_threads()} torch "
+        f"thread(s); a higher load means other jobs shared the machine); "
         f"{seconds / 60:.0f} min in all (pre-training resumed from existing checkpoints counts its own time in the table below).",
         "",
         f"Protocol: one 70/10/20 split (seed {args.split_seed}); for each pre-training seed ({', '.join(map(str, args.seeds))}) "
