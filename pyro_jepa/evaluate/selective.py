@@ -355,13 +355,13 @@ def abstention_study(
     scores = dict(confidence_test)
     default_val, default_test, uses_latent = confidence_val[CONFIDENCE], confidence_test[CONFIDENCE], {}
     if latent_val is not None and latent_test is not None:
+        rules = {name: CombinedAbstention.fit(confidence_val[CONFIDENCE], latent_val, errors_val, test=test,
+                                              drop_fractions=drop_fractions, seed=seed)
+                 for name, test in (("combined", "coverage"), ("combined-lrt", "likelihood-ratio"))}
         scores["latent"] = np.asarray(latent_test, dtype=np.float64)
-        for name, test in (("combined", "coverage"), ("combined-lrt", "likelihood-ratio")):
-            rule = CombinedAbstention.fit(confidence_val[CONFIDENCE], latent_val, errors_val, test=test,
-                                          drop_fractions=drop_fractions, seed=seed)
-            scores[name], uses_latent[name] = rule.score(confidence_test[CONFIDENCE], latent_test), rule.use_latent
-            if name == "combined":
-                default_val, default_test = rule.score(confidence_val[CONFIDENCE], latent_val), scores[name]
+        scores |= {name: rule.score(confidence_test[CONFIDENCE], latent_test) for name, rule in rules.items()}
+        uses_latent = {name: rule.use_latent for name, rule in rules.items()}
+        default_val, default_test = rules["combined"].score(confidence_val[CONFIDENCE], latent_val), scores["combined"]
     report = selective_report(y_test, proba_test.argmax(1), scores, drop_fractions, seed=seed)
     report["uses_latent"] = pd.Series([uses_latent.get(name) for name in report["score"]], index=report.index, dtype=object)
     if risk_target is None:
