@@ -30,7 +30,7 @@ from pyro_jepa.data import load_dataset
 from pyro_jepa.evaluate import DownstreamConfig, PREDICTORS, collapse_report
 from pyro_jepa.evaluate.downstream import fit_predict
 from pyro_jepa.evaluate.ambiguity import supervised_ceiling
-from pyro_jepa.evaluate.selective import abstention_study, error_auroc
+from pyro_jepa.evaluate.selective import abstention_study, describe_coverage_test, error_auroc
 from pyro_jepa.evaluate.aggregate import count_cells, format_mean_std, summarize_runs
 from pyro_jepa import cli, io
 from pyro_jepa.benchmarking import cpu_summary
@@ -354,9 +354,8 @@ def report(args, runs: pd.DataFrame, timing: dict, command: str) -> str:
         "(transductive pre-training, one pre-training seed, untuned baselines); not the same protocol, so compare with care. "
         "Selective rows drop the given share of the test rows a rule ranks most uncertain (reduced coverage): the default rule "
         "combines the predictor's confidence with the representation's latent score (Var-T-JEPA: its default score; T-JEPA: its "
-        "prediction error), fitted on the validation rows (`CombinedAbstention`: the latent score enters only if, cross-fitted on the "
-        "validation rows, it makes abstaining more accurate on average over 10/20/50 % dropped in at least 95 % of bootstrap "
-        "resamples; the earlier likelihood-ratio test is shown beside it). Machine-readable: `summary.csv`, `runs.jsonl`, `risk.jsonl`, `pretrain.jsonl` in the work folder "
+        "prediction error), fitted on the validation rows (`CombinedAbstention`: the latent score enters only if "
+        f"{describe_coverage_test()}; the earlier likelihood-ratio test is shown beside it). Machine-readable: `summary.csv`, `runs.jsonl`, `risk.jsonl`, `pretrain.jsonl` in the work folder "
         f"`{args.out}`; `{args.report.with_suffix('.csv').name}` beside this file.",
         "",
         *[f"`{stand_in}` ({SETTINGS_NOTES[stand_in]}) takes `{ours}`'s settings; its *paper* column is the paper's `{ours}`."

@@ -50,7 +50,15 @@ from sklearn.preprocessing import StandardScaler
 from pyro_jepa.data import SIM_VERSIONS, load_dataset
 from pyro_jepa.evaluate import PREDICTORS, DownstreamConfig
 from pyro_jepa.evaluate.ambiguity import ambiguity_scores, feature_predictability, supervised_ceiling
-from pyro_jepa.evaluate.selective import CONFIDENCE, CombinedAbstention, aurc, confidence_scores, error_auroc, selective_report
+from pyro_jepa.evaluate.selective import (
+    CONFIDENCE,
+    CombinedAbstention,
+    aurc,
+    confidence_scores,
+    describe_coverage_test,
+    error_auroc,
+    selective_report,
+)
 from pyro_jepa import cli, io
 from pyro_jepa.benchmarking import cpu_summary
 from pyro_jepa.pipeline import pretrain, representations
@@ -346,8 +354,7 @@ def report(args, results: pd.DataFrame, selective: pd.DataFrame, runs: pd.DataFr
                 lines.append(f"| {rep} | {variant} | {score} | {auroc} | " + " | ".join(f"{g.loc[f, 'accuracy']:.3f}" for f in (0.0, 0.1, 0.2, 0.5))
                              + f" | {g.loc[0.0, 'macro_f1']:.3f} / {g.loc[0.5, 'macro_f1']:.3f} |")
             used = sel.drop_duplicates(["representation", "variant", "seed"])
-            lines += ["", "The combined rule kept the latent score (cross-fitted on validation, more accurate on average at 10/20/50 % dropped "
-                      "in ≥ 95 % of bootstrap resamples) in "
+            lines += ["", f"The combined rule keeps the latent score only if {describe_coverage_test()}. It kept it in "
                       f"{int(used['combined_uses_latent'].sum())} of {len(used)} (representation, variant, seed) fits."]
         if (args.out / f"figure3_{name}.png").exists():
             lines += ["", f"![Figure 3 for {name}](uncertainty_figure3_{name}.png)"]

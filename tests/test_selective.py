@@ -16,6 +16,7 @@ from pyro_jepa.evaluate.selective import (
     bootstrap_selective_accuracy,
     clopper_pearson_upper,
     confidence_scores,
+    describe_coverage_test,
     error_auroc,
     random_abstention,
     risk_coverage,
@@ -243,6 +244,11 @@ def test_combined_rule_refuses_an_unknown_test():
     confidence, latent, errors = toy_selective_problem(np.random.default_rng(0), 100, 1.0)
     with pytest.raises(ValueError, match="test must be"):
         CombinedAbstention.fit(confidence, latent, errors, test="t-test")
+
+
+def test_coverage_test_description_follows_its_settings():
+    assert "over 10/20/50 % dropped in at least 95 % of bootstrap resamples" in describe_coverage_test()
+    assert "over 5/30 % dropped in at least 99 % of bootstrap resamples" in describe_coverage_test((0.05, 0.3), alpha=0.01)
 
 
 def test_abstention_study_rows_and_risk_outcome():
