@@ -249,14 +249,12 @@ class VarTJEPA(MaskedTabular, VarJEPA):
         decoded by the target decoder); the mean log decoder std at numerical targets;
         KL(q(s_y | s_x, z, y) || p(s_y | s_x, z)) per target feature (the ELBO's prediction term); and
         the squared error of the decoded predictor mean at numerical targets."""
-        s_x, _ = self.context_head(self.context_encoder(rows, index=context))
-        pooled = self.pool(s_x)
-        z, _ = self.aux_encoder(pooled.flatten(1))
-        loc, scale = self.predictor_head(self.predictor(s_x, context, target, condition=z))
-        b, k, _, d = loc.shape
-        index = target.unsqueeze(-1).expand(-1, -1, -1, d)
-        latents = loc.new_zeros(b, k, self.n_tokens, d).scatter(2, index, loc)
-        num_loc, num_scale, logits = self.decode("y", latents)
+        cache: dict = {}
+        s_x = self.context_posterior(rows, context, target, cache).mean
+        z = self.aux_posterior(s_x, rows, context, target, cache).mean
+        prior = self.conditional_prior(s_x, z, rows, context, target, cache)
+        k = target.shape[1]
+        num_loc, num_scale, logits = self.decode("y", prior.mean)
         lp = MixedTabular(num_loc, num_scale, logits, self.cardinalities).feature_log_prob(rows.unsqueeze(1).expand(-1, k, -1))
         hidden = self.feature_mask(Masks(context, target).target_mask(self.n_tokens)).float()
         nll = -(lp * hidden).sum((1, 2)) / hidden.sum((1, 2))
@@ -264,9 +262,10 @@ class VarTJEPA(MaskedTabular, VarJEPA):
         n_hidden_num = hidden_num.sum((1, 2)).clamp(min=1)
         log_scale = (num_scale.log().expand_as(hidden_num) * hidden_num).sum((1, 2)) / n_hidden_num
         squared_error = (((rows[:, None, : self.schema.n_numerical] - num_loc) ** 2) * hidden_num).sum((1, 2)) / n_hidden_num
-        post_loc, post_scale = (torch.gather(t.unsqueeze(1).expand(-1, k, -1, -1), 2, index) for t in self.target_params(rows, pooled, z))
-        kl = torch.distributions.kl_divergence(dist.Normal(post_loc, post_scale), dist.Normal(loc, scale)).sum(-1).mean((1, 2))
-        return torch.stack([scale.mean((1, 2, 3)), nll, log_scale, kl, squared_error], dim=1)
+        prior_at_targets = dist.Normal(*prior.at_target_tokens())
+        posterior_at_targets = dist.Normal(*self.target_posterior(s_x, z, rows, context, target, cache).at_target_tokens())
+        kl = torch.distributions.kl_divergence(posterior_at_targets, prior_at_targets).sum(-1).mean((1, 2))
+        return torch.stack([prior_at_targets.scale.mean((1, 2, 3)), nll, log_scale, kl, squared_error], dim=1)
 
     @property
     def default_score(self) -> str:
