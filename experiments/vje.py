@@ -28,6 +28,7 @@ from pyro_jepa.evaluate.probes import knn_accuracy, linear_probe
 from pyro_jepa.image_pipeline import (
     add_common_args,
     build_method,
+    epochs_for,
     finish_args,
     load_splits,
     plot_variances,
@@ -80,6 +81,9 @@ def experiment(args, argv: list[str] | None, out: Path) -> int:
     started = time.perf_counter()
     header = run_header(args, argv)
     header["dataset"] = {"name": args.dataset, "images": {"train": len(train), "val": len(val), "test": len(test)}}
+    # --steps decides the epochs from the training-set size, so record what the run trains, not the preset's epochs.
+    epochs = epochs_for(args, len(train))
+    header["budget"] = {"epochs": epochs, "steps_per_epoch": len(train) // args.batch_size}
     io.write_json(header, out / "config.json")
     print(f"{args.dataset}: {len(train)}/{len(val)}/{len(test)} train/val/test images; run folder {out}")
 
@@ -99,7 +103,8 @@ def experiment(args, argv: list[str] | None, out: Path) -> int:
         row = probe_row(label, method.embed(train.rows).numpy(), y_train, method.embed(test.rows).numpy(), y_test, args)
         row["pretrain_seconds"] = result.seconds
         rows.append(row)
-        metrics["methods"][label] = {"best_epoch": result.best_epoch, "best_val_probe": result.best_score, **row}
+        metrics["methods"][label] = {"optimizer_steps": result.history[-1]["step"], "best_epoch": result.best_epoch,
+                                     "best_val_probe": result.best_score, **row}
         if name == "vje":
             var = method.uncertainty(test.rows).pow(2).mean(0).numpy()
             variances[f"{label} ({'shared' if method.config.shared_variance else 'separate'} variances)"] = var
@@ -114,7 +119,8 @@ def experiment(args, argv: list[str] | None, out: Path) -> int:
     io.write_text(
         out / "results.md",
         f"# {args.dataset}: frozen-backbone probes (test subset)\n\n{markdown_table(results, FLOATS)}\n\n"
-        f"Preset `{args.preset}`: backbone {args.backbone}, {args.epochs} epochs, batch {args.batch_size}, "
+        f"Preset `{args.preset}`: backbone {args.backbone}, {epochs} epochs of batch {args.batch_size} "
+        f"({sorted({m['optimizer_steps'] for m in metrics['methods'].values()})} optimizer steps per model), "
         f"{len(train)} training images, {len(test)} test images, seed {args.seed}. k-NN: cosine, k={args.knn_k}, "
         f"T={args.knn_temperature}. Linear: logistic regression on standardized features. Wall time "
         f"{metrics['wall_seconds']:.0f} s.\n"

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import gzip
 import json
+import math
 import sys
 from pathlib import Path
 
@@ -137,6 +138,21 @@ def test_vje_experiment_writes_a_run_folder(tmp_path):
     metrics = json.loads((out / "metrics.json").read_text())
     assert set(metrics["methods"]) == {"VJE", "SimSiam", "VICReg"}
     assert run_experiment("vje", argv) == 2  # never clobbers a run folder (exit 2: a user error, as every script)
+
+
+def test_vje_experiment_records_the_budget_that_steps_resolve_to(tmp_path):
+    fake_cifar(tmp_path)
+    out = tmp_path / "run"
+    argv = ["--data-dir", str(tmp_path), "--train-per-class", "4", "--test-per-class", "3", "--methods", "vje", "--out", str(out),
+            *TINY, "--steps", "5"]
+    assert run_experiment("vje", argv) == 0
+    config, metrics = (json.loads((out / name).read_text()) for name in ("config.json", "metrics.json"))
+    per_epoch = config["dataset"]["images"]["train"] // 16
+    epochs = math.ceil(5 / per_epoch)
+    assert epochs > 1  # --steps, not the --epochs 1 of TINY, decides the budget
+    assert config["budget"] == {"epochs": epochs, "steps_per_epoch": per_epoch}
+    assert metrics["methods"]["VJE"]["optimizer_steps"] == epochs * per_epoch
+    assert f"{epochs} epochs of batch 16 ([{epochs * per_epoch}] optimizer steps per model)" in (out / "results.md").read_text()
 
 
 def test_anomaly_experiment_writes_a_run_folder(tmp_path):
