@@ -25,7 +25,8 @@ engine's AdamW) is
 Cases: ``cpu`` (Var-T-JEPA, the cpu preset on SIM, batch 256, the main job's model), ``paper``
 (Var-JEPA Table 7's Adult row, batch 512; SIM's columns when Adult is not found) and ``vje`` (VJE's
 cpu preset: the small convnet on 32x32 images, batch 256, random pixels: the cost does not depend
-on the values). The reference is a 1024x1024 float32 matmul on the same threads. Writes every
+on the values; VJEConfig's defaults, 32 particles and β = 0.7); ``vje-1p``, not run by default, is
+the same with the plain one-sample ELBO (one particle, β = 1). The reference is a 1024x1024 float32 matmul on the same threads. Writes every
 number to ``--out`` (JSON) and prints markdown tables.
 """
 
@@ -56,7 +57,7 @@ from pyro_jepa.presets import make_preset
 from pyro_jepa.report import markdown_table
 from pyro_jepa.train import TrainConfig, _optimizer, clip_gradients, resolve_device
 
-CASES = ("cpu", "paper", "vje")
+CASES = ("cpu", "paper", "vje", "vje-1p")
 ATTENTION_OPS = ("aten::_scaled_dot_product_flash_attention_for_cpu", "aten::_scaled_dot_product_attention_math",
                  "aten::_scaled_dot_product_efficient_attention", "aten::_scaled_dot_product_flash_attention")
 
@@ -124,9 +125,13 @@ def tabular_case(name: str, preset: str, dataset: str, data_dir: Path | None, de
     return Case(name, model, batches, components, note, linear_shape=(tokens, config.dim, config.ff))
 
 
-def vje_case(device: torch.device, batch: int = 256) -> Case:
+def vje_case(name: str, device: torch.device, batch: int = 256) -> Case:
+    """``vje``: VJEConfig's defaults; ``vje-1p``: the plain one-sample ELBO (one particle, β = 1), the
+    default before docs/results/vje.md §4e, for the cost of the particles."""
     torch.manual_seed(0)
-    model = VJE(VJEConfig(backbone="convnet", width=16, image_size=32)).to(device)
+    elbo = {"particles": 1, "kl_weight": 1.0} if name == "vje-1p" else {}
+    config = VJEConfig(backbone="convnet", width=16, image_size=32, **elbo)
+    model = VJE(config).to(device)
     g = torch.Generator().manual_seed(1)
 
     def batches() -> torch.Tensor:
@@ -134,7 +139,9 @@ def vje_case(device: torch.device, batch: int = 256) -> Case:
 
     # The augmentations are not a module: their time is in the forward's "rest".
     components = {"backbone": [model.backbone], "inference network": [model.inference, model.head]}
-    return Case("vje", model, batches, components, f"VJE, cpu preset (convnet width 16, 32x32 images), batch {batch}")
+    note = (f"VJE, cpu preset (convnet width 16, 32x32 images), batch {batch}, {config.particles} particle(s), "
+            f"KL weight {config.kl_weight:g}")
+    return Case(name, model, batches, components, note)
 
 
 def forward_component_times(case: Case, reps: int, device: torch.device) -> tuple[dict[str, float], dict[str, float]]:
@@ -291,7 +298,8 @@ def measure(case: Case, args: argparse.Namespace, device: torch.device, matmul: 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--cases", nargs="+", default=list(CASES), choices=CASES)
+    p.add_argument("--cases", nargs="+", default=["cpu", "paper", "vje"], choices=CASES,
+                   help="vje-1p: VJE with one particle and β = 1 (not run by default)")
     p.add_argument("--data-dir", type=Path, help="folder with the named datasets (for Adult in the paper case)")
     p.add_argument("--threads", type=int, help="torch CPU threads (default: torch's)")
     p.add_argument("--device", default="cpu", help="cpu (default), cuda, auto")
@@ -314,8 +322,8 @@ def main(argv: list[str] | None = None) -> int:
     matmul = matmul_flops_per_second(device)
     results = []
     for name in args.cases:
-        if name == "vje":
-            case = vje_case(device)
+        if name.startswith("vje"):
+            case = vje_case(name, device)
         elif name == "cpu":
             case = tabular_case(name, "cpu", "sim", None, device)
         else:

@@ -74,7 +74,7 @@ def test_engine_optimizer_foreach_path_is_bitwise_the_per_tensor_loop(schema):
 def test_utilisation_tiny_run(tmp_path):
     out = tmp_path / "utilisation.json"
     assert load_script("utilisation", "benchmarks").main(
-        ["--cases", "cpu", "vje", "--reps", "1", "--warmup", "0", "--profile-steps", "1", "--out", str(out)]
+        ["--cases", "cpu", "vje", "vje-1p", "--reps", "1", "--warmup", "0", "--profile-steps", "1", "--out", str(out)]
     ) == 0
     result = json.loads(out.read_text())
     assert result["matmul 1024x1024 float32 GFLOP/s"] > 0
@@ -88,6 +88,10 @@ def test_utilisation_tiny_run(tmp_path):
     assert attention == {(4, 8), (4, 4)}
     assert all(a["flash_attention (ms)"] > 0 and a["math (ms)"] > 0 for a in cases["cpu"]["attention calls"])
     assert cases["vje"]["attention calls"] == []
+    # 32 draws of z per pair (VJEConfig's default) against one: the networks run once per pair either way,
+    # and the particles' ELBO work is elementwise, which the FLOP counter (matmuls, convolutions) does not count
+    assert "32 particle(s), KL weight 0.7" in cases["vje"]["model"] and "1 particle(s), KL weight 1" in cases["vje-1p"]["model"]
+    assert cases["vje"]["GFLOP per step"] == cases["vje-1p"]["GFLOP per step"]
     assert cases["cpu"]["kernel ceiling (share of matmul)"] > 0 and cases["vje"]["kernel ceiling (share of matmul)"] is None
     paths = cases["cpu"]["optimizer paths (clip + AdamW, random gradients)"]
     assert paths["foreach"]["max |difference| from the loop"] == 0.0  # the engine's path changes no result
