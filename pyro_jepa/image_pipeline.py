@@ -6,7 +6,7 @@ from __future__ import annotations
 import argparse
 import math
 import sys
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, fields, replace
 from pathlib import Path
 
 import numpy as np
@@ -94,6 +94,10 @@ def add_common_args(p: argparse.ArgumentParser) -> None:
     vje.add_argument("--projector-dim", type=int, help="width of a BN projector whose output VJE models (default: VJEConfig's, 0 = none)")
     vje.add_argument("--particles", type=int, help="draws of z per pair in VJE's training ELBO (default: VJEConfig's, 32)")
     vje.add_argument("--posterior-mean", choices=("sphere", "free"), help="posterior mean on the √d-sphere or anywhere (default: VJEConfig's)")
+    model.add_argument("--set", action="append", default=[], metavar="METHOD.FIELD=VALUE", dest="config_set",
+                       help="set one field of a method's config, applied after every other option, e.g. "
+                       "--set vicreg.cov_coeff=0 or --set simsiam.pred_hidden=64 (repeatable; the fields are "
+                       "those of VJEConfig, SimSiamConfig and VICRegConfig)")
     run = p.add_argument_group("run")
     run.add_argument("--seed", type=int, default=0)
     run.add_argument("--device", default="auto")
@@ -116,14 +120,50 @@ def fill_from_preset(args: argparse.Namespace, preset: ImagePreset) -> None:
         args.steps = None
 
 
+def parse_config_sets(items: list[str]) -> dict[str, dict[str, object]]:
+    """``["vicreg.cov_coeff=0", ...]`` as ``{"vicreg": {"cov_coeff": 0.0}}``, each value parsed as the
+    type of the field's default; a ValueError names what is wrong."""
+    sets: dict[str, dict[str, object]] = {}
+    for item in items:
+        key, sep, text = item.partition("=")
+        method, dot, name = key.partition(".")
+        if not sep or not dot:
+            raise ValueError(f"--set {item!r}: expected METHOD.FIELD=VALUE, e.g. vicreg.cov_coeff=0")
+        if method not in IMAGE_METHODS:
+            raise ValueError(f"--set {item!r}: unknown method {method!r}; choose from {sorted(IMAGE_METHODS)}")
+        config_cls = IMAGE_METHODS[method][1]
+        defaults = {f.name: getattr(config_cls(), f.name) for f in fields(config_cls)}
+        if name not in defaults:
+            raise ValueError(f"--set {item!r}: {config_cls.__name__} has no field {name!r}; it has {sorted(defaults)}")
+        kind = type(defaults[name])
+        if kind is bool:
+            if text.lower() not in ("true", "false", "1", "0"):
+                raise ValueError(f"--set {item!r}: {name} takes true or false")
+            value: object = text.lower() in ("true", "1")
+        else:
+            try:
+                value = kind(text)
+            except ValueError:
+                raise ValueError(f"--set {item!r}: {name} takes a {kind.__name__}, got {text!r}") from None
+        sets.setdefault(method, {})[name] = value
+    return sets
+
+
 def finish_args(p: argparse.ArgumentParser, args: argparse.Namespace) -> argparse.Namespace:
-    """Fill unset options from the preset, check the method names and apply ``--threads``."""
+    """Fill unset options from the preset, check the method names and ``--set`` fields, apply ``--threads``."""
     fill_from_preset(args, PRESETS[args.preset])
     cli.require_positive(p, "--lr", args.lr)
     args.methods = [m.strip() for m in args.methods.split(",") if m.strip()]
     unknown = [m for m in args.methods if m not in IMAGE_METHODS]
     if unknown:
         p.error(f"unknown methods {unknown}; choose from {sorted(IMAGE_METHODS)}")
+    try:
+        args.config_set = parse_config_sets(args.config_set)
+    except ValueError as error:
+        p.error(str(error))
+    untrained = sorted(set(args.config_set) - set(args.methods))
+    if untrained:
+        p.error(f"--set names {untrained}, which this run does not train (--methods {','.join(args.methods)})")
     if args.threads:
         torch.set_num_threads(args.threads)
     return args
@@ -154,7 +194,7 @@ def load_test(args: argparse.Namespace, test_full: ImageData) -> ImageData:
 
 
 def method_config(name: str, args: argparse.Namespace) -> ImageSSLConfig:
-    """The resolved config of method ``name`` under ``args``."""
+    """The resolved config of method ``name`` under ``args`` (``--set`` fields last)."""
     config_cls = IMAGE_METHODS[name][1]
     common = dict(backbone=args.backbone, width=args.width, image_size=args.image_size)
     if name == "vje":
@@ -162,11 +202,13 @@ def method_config(name: str, args: argparse.Namespace) -> ImageSSLConfig:
         chosen = {key: getattr(args, key) for key in ("directional", "prior", "prior_components", "kl_weight", "projector_dim", "particles") if getattr(args, key) is not None}
         if args.posterior_mean is not None:
             chosen["mean_on_sphere"] = args.posterior_mean == "sphere"
-        return config_cls(
+        config = config_cls(
             **common, df=args.df, likelihood=args.likelihood, polar=not args.cartesian,
             shared_variance=not args.separate_variances, stop_gradient=not args.no_stop_gradient, **chosen,
         )
-    return config_cls(**common)
+    else:
+        config = config_cls(**common)
+    return replace(config, **getattr(args, "config_set", {}).get(name, {}))
 
 
 def build_method(name: str, args: argparse.Namespace) -> ImageSSL:

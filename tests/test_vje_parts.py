@@ -257,6 +257,39 @@ def test_image_experiments_refuse_a_bad_learning_rate(tmp_path, capsys, lr):
     assert not (tmp_path / "run").exists()
 
 
+def test_set_overrides_a_method_config_field_with_its_type(tmp_path):
+    from pyro_jepa.image_pipeline import parse_config_sets
+
+    sets = parse_config_sets(["vicreg.cov_coeff=0", "simsiam.pred_hidden=64", "vje.stop_gradient=false", "vicreg.cov_coeff=0.5"])
+    # each value has its field's type, and the later of two settings wins
+    assert sets == {"vicreg": {"cov_coeff": 0.5}, "simsiam": {"pred_hidden": 64}, "vje": {"stop_gradient": False}}
+    assert type(sets["simsiam"]["pred_hidden"]) is int and type(sets["vicreg"]["cov_coeff"]) is float
+    fake_cifar(tmp_path)
+    out = tmp_path / "run"
+    argv = ["--data-dir", str(tmp_path), "--train-per-class", "4", "--test-per-class", "3", "--methods", "vicreg",
+            "--set", "vicreg.cov_coeff=0", "--set", "vicreg.expander_dim=32", "--out", str(out), *TINY]
+    assert run_experiment("vje", argv) == 0
+    config = json.loads((out / "config.json").read_text())["method_configs"]["vicreg"]
+    assert (config["cov_coeff"], config["expander_dim"], config["std_coeff"]) == (0.0, 32, 25.0)
+
+
+@pytest.mark.parametrize("item, message", [
+    ("vicreg.cov_coeff=x", "cov_coeff takes a float, got 'x'"),
+    ("vicreg.foo=1", "VICRegConfig has no field 'foo'"),
+    ("vicreg=1", "expected METHOD.FIELD=VALUE"),
+    ("byol.tau=1", "unknown method 'byol'"),
+    ("vje.polar=maybe", "polar takes true or false"),
+    ("simsiam.pred_hidden=64", "--set names ['simsiam'], which this run does not train"),
+])
+def test_image_experiments_refuse_a_bad_set(tmp_path, capsys, item, message):
+    argv = ["--data-dir", str(tmp_path), "--methods", "vje,vicreg", "--set", item, "--out", str(tmp_path / "run"), *TINY]
+    with pytest.raises(SystemExit) as refused:
+        run_experiment("vje", argv)
+    assert refused.value.code == 2
+    assert message in capsys.readouterr().err
+    assert not (tmp_path / "run").exists()
+
+
 def test_ood_summary_reports_a_spread_only_over_several_seeds():
     sys.path.insert(0, str(EXPERIMENTS))
     try:
