@@ -4,6 +4,7 @@
     python experiments/vje.py --dataset fashion-mnist --data-dir DIR
     python experiments/vje.py --data-dir ../shared/data --preset paper --device cuda
     python experiments/vje.py --data-dir ../shared/data --methods vje --df 30 --out runs/vje-df30   # one switch
+    python experiments/vje.py --data-dir ../shared/data --methods vicreg --set vicreg.cov_coeff=0   # any config field
 
 Pre-training sees the training subset only; the best epoch is chosen by a ridge probe on validation
 images held out of the training split; the test subset is touched once, by the probes. The run folder
