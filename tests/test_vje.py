@@ -14,7 +14,7 @@ from pyro_jepa.data.images import ImageData
 from pyro_jepa.distributions import PolarStudentT, fit_smoothing, kl_to_mixture_bound, polar, smoothed_scale
 from pyro_jepa.models import VJE, SimSiam, SimSiamConfig, VICReg, VICRegConfig, VJEConfig
 from pyro_jepa.models.image_ssl import ImageSSL
-from pyro_jepa.models.vje import SCORES, Posterior
+from pyro_jepa.models.vje import SCORES, Posterior, gaussian_aggregate_kl
 from pyro_jepa.train import TrainConfig, fit
 
 
@@ -139,7 +139,8 @@ def mixture_log_prob(method: VJE, z: torch.Tensor) -> torch.Tensor:
     [{}, {"kl_weight": 1.0, "particles": 1}, {"polar": False}, {"likelihood": "gaussian"}, {"shared_variance": False}, {"directional": "stereographic"},
      {"directional": "gnomonic", "prior": "mixture"}, {"prior": "vamp", "prior_components": 3},
      {"kl_weight": 0.3}, {"kl_weight": 0.05, "prior": "mixture"}, {"projector_dim": 6},
-     {"particles": 3}, {"particles": 2, "prior": "vamp", "prior_components": 3}],
+     {"particles": 3}, {"particles": 2, "prior": "vamp", "prior_components": 3},
+     {"aggregate_kl": 2.0}, {"aggregate_kl": 0.5, "particles": 3}],
 )
 def test_pyro_elbo_equals_hand_written_symmetric_elbo(overrides):
     method = small_vje(**overrides)
@@ -159,7 +160,28 @@ def test_pyro_elbo_equals_hand_written_symmetric_elbo(overrides):
         log_q = std_normal_log_prob(z, q.loc, q.scale)
         log_lik = method.likelihood(z, q).log_prob(h[t])
         elbo = elbo + 0.5 * (log_lik + method.config.kl_weight * (log_prior - log_q)).mean()
+        # the extra weight on the aggregate posterior's KL: a Gaussian with the batch's moments against N(0, I)
+        d = q.loc.shape[1]
+        moments = torch.distributions.MultivariateNormal(
+            q.loc.mean(0), torch.cov(q.loc.T, correction=0) + torch.diag(q.scale.pow(2).mean(0)))
+        standard = torch.distributions.MultivariateNormal(torch.zeros(d), torch.eye(d))
+        elbo = elbo - 0.5 * method.config.aggregate_kl * torch.distributions.kl_divergence(moments, standard)
     assert torch.allclose(loss, -elbo, rtol=1e-5, atol=1e-5)
+
+
+def test_gaussian_aggregate_kl_known_answers():
+    # every posterior N(0, 4 I): the aggregate is N(0, 4 I), KL = (tr C + |m|² − d − log det C) / 2
+    assert gaussian_aggregate_kl(torch.zeros(10, 3), torch.full((10, 3), 2.0)).item() == pytest.approx(0.5 * (12 - 3 - 3 * math.log(4)))
+    # point posteriors at ±1 on one axis, unit variance on the others: mean 0, covariance I, so KL 0
+    loc = torch.tensor([[1.0, 0.0], [-1.0, 0.0]])
+    scale = torch.tensor([[1e-12, 1.0], [1e-12, 1.0]])
+    assert gaussian_aggregate_kl(loc, scale).item() == pytest.approx(0.0, abs=1e-6)
+
+
+@pytest.mark.parametrize("overrides", [{"aggregate_kl": -1.0}, {"aggregate_kl": 1.0, "prior": "mixture"}])
+def test_aggregate_kl_needs_a_non_negative_weight_and_the_standard_prior(overrides):
+    with pytest.raises(ValueError, match="aggregate_kl must be >= 0, and needs prior='standard'"):
+        VJEConfig(**overrides)
 
 
 def traces(method: VJE, h_a: torch.Tensor, h_b: torch.Tensor):

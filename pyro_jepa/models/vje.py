@@ -67,6 +67,9 @@ class VJEConfig(ImageSSLConfig):
     ``projector_dim``: 0 (default) models the backbone embeddings h themselves, the paper's
     "without auxiliary projection heads"; above 0 the program models ``e = projector(h)``, SimSiam's
     3-layer BN projector of that width, while probes and feature scores still read h.
+    ``aggregate_kl``: γ ≥ 0, extra weight on KL(q(z) || p(z)) for the batch's aggregate posterior q(z),
+    moment-matched by a Gaussian (β-TCVAE's split of the KL; standard prior only). Measured on CIFAR-10
+    it pulls the posteriors towards the prior and lowers the k-NN accuracy (docs/results/vje.md §4g); 0 is off.
     ``particles``: draws of z per pair in the training ELBO (``Trace_ELBO``'s vectorized
     ``num_particles``); more lower the gradient's variance at the same number of optimizer steps
     (32 make a step about 1.7 × as long as one on the Fashion-MNIST CPU preset, §4e).
@@ -87,6 +90,7 @@ class VJEConfig(ImageSSLConfig):
     kl_weight: float = 0.7
     projector_dim: int = 0
     particles: int = 32
+    aggregate_kl: float = 0.0
 
     def __post_init__(self) -> None:
         if self.likelihood not in ("student-t", "gaussian"):
@@ -103,6 +107,19 @@ class VJEConfig(ImageSSLConfig):
             raise ValueError(f"projector_dim must be >= 0 (0: no projector), got {self.projector_dim}")
         if self.prior_components < 1:
             raise ValueError(f"prior_components must be >= 1, got {self.prior_components}")
+        if self.aggregate_kl < 0 or (self.aggregate_kl > 0 and self.prior != "standard"):
+            raise ValueError(f"aggregate_kl must be >= 0, and needs prior='standard'; got {self.aggregate_kl} with {self.prior!r}")
+
+
+def gaussian_aggregate_kl(loc: torch.Tensor, scale: torch.Tensor) -> torch.Tensor:
+    """KL(N(m, C) || N(0, I)) for the Gaussian with the moments of the batch's aggregate posterior
+    (1/B) Σ_b N(loc_b, diag(scale_b²)): m the mean of the locs, C their covariance plus the mean of
+    the diagonal variances."""
+    batch, d = loc.shape
+    centred = loc - loc.mean(0)
+    cov = centred.T @ centred / batch + torch.diag(scale.pow(2).mean(0))
+    mean = loc.mean(0)
+    return 0.5 * (cov.diagonal().sum() + mean.pow(2).sum() - d - torch.linalg.slogdet(cov)[1])
 
 
 class Posterior(NamedTuple):
@@ -202,6 +219,11 @@ class VJE(ImageSSL):
                 with weighted(self.config.kl_weight):
                     z = pyro.sample(f"z_{name}", self.prior(batch, h_a))
                 pyro.sample(f"h_{name}", self.likelihood(z, post[c]), obs=self.target(h[t]))
+        if self.config.aggregate_kl > 0:
+            # The batch mean of the per-pair KL is I(h; z) + KL(q(z) || p(z)); this adds weight to the second part
+            # alone (as β-TCVAE does), with the aggregate posterior q(z) moment-matched by a Gaussian.
+            agg = 0.5 * (gaussian_aggregate_kl(post[0].loc, post[0].scale) + gaussian_aggregate_kl(post[1].loc, post[1].scale))
+            pyro.factor("aggregate_kl", -self.config.aggregate_kl * agg)
 
     def guide(self, h_a: torch.Tensor, h_b: torch.Tensor, post: tuple[Posterior, Posterior]) -> None:
         batch = h_a.shape[0]
