@@ -164,6 +164,11 @@ def finish_args(p: argparse.ArgumentParser, args: argparse.Namespace) -> argpars
     untrained = sorted(set(args.config_set) - set(args.methods))
     if untrained:
         p.error(f"--set names {untrained}, which this run does not train (--methods {','.join(args.methods)})")
+    for name in args.config_set:
+        try:
+            method_config(name, args)  # the config's own checks, before anything is written
+        except ValueError as error:
+            p.error(f"--set {name}: {error}")
     if args.threads:
         torch.set_num_threads(args.threads)
     return args

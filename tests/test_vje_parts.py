@@ -280,6 +280,7 @@ def test_set_overrides_a_method_config_field_with_its_type(tmp_path):
     ("byol.tau=1", "unknown method 'byol'"),
     ("vje.polar=maybe", "polar takes true or false"),
     ("simsiam.pred_hidden=64", "--set names ['simsiam'], which this run does not train"),
+    ("vje.particles=0", "--set vje: particles must be >= 1, got 0"),
 ])
 def test_image_experiments_refuse_a_bad_set(tmp_path, capsys, item, message):
     argv = ["--data-dir", str(tmp_path), "--methods", "vje,vicreg", "--set", item, "--out", str(tmp_path / "run"), *TINY]
