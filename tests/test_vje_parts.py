@@ -273,6 +273,19 @@ def test_set_overrides_a_method_config_field_with_its_type(tmp_path):
     assert (config["cov_coeff"], config["expander_dim"], config["std_coeff"]) == (0.0, 32, 25.0)
 
 
+def test_anomaly_resume_refuses_a_changed_set(tmp_path, capsys):
+    fake_cifar(tmp_path)
+    out = tmp_path / "run"
+    argv = ["--data-dir", str(tmp_path), "--classes", "0", "--methods", "vicreg", "--train-per-class", "6", "--test-per-class", "3",
+            "--out", str(out), *TINY]
+    assert run_experiment("vje_anomaly", [*argv, "--set", "vicreg.cov_coeff=0"]) == 0
+    assert json.loads((out / "config.json").read_text())["method_configs"]["vicreg"]["cov_coeff"] == 0.0
+    written = (out / "metrics.json").read_bytes()
+    assert run_experiment("vje_anomaly", [*argv, "--set", "vicreg.cov_coeff=1", "--resume"]) == 2
+    assert "model.cov_coeff: 0.0 when started, 1.0 now" in capsys.readouterr().err
+    assert (out / "metrics.json").read_bytes() == written
+
+
 @pytest.mark.parametrize("item, message", [
     ("vicreg.cov_coeff=x", "cov_coeff takes a float, got 'x'"),
     ("vicreg.foo=1", "VICRegConfig has no field 'foo'"),
