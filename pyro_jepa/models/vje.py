@@ -111,15 +111,18 @@ class VJEConfig(ImageSSLConfig):
             raise ValueError(f"aggregate_kl must be >= 0, and needs prior='standard'; got {self.aggregate_kl} with {self.prior!r}")
 
 
-def gaussian_aggregate_kl(loc: torch.Tensor, scale: torch.Tensor) -> torch.Tensor:
-    """KL(N(m, C) || N(0, I)) for the Gaussian with the moments of the batch's aggregate posterior
-    (1/B) Σ_b N(loc_b, diag(scale_b²)): m the mean of the locs, C their covariance plus the mean of
-    the diagonal variances."""
-    batch, d = loc.shape
-    centred = loc - loc.mean(0)
-    cov = centred.T @ centred / batch + torch.diag(scale.pow(2).mean(0))
+def aggregate_moments(loc: torch.Tensor, scale: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """Mean ``m`` and covariance ``C`` of the mixture (1/B) Σ_b N(loc_b, diag(scale_b²)): the mean of
+    the locs, and their covariance plus the mean of the diagonal variances."""
     mean = loc.mean(0)
-    return 0.5 * (cov.diagonal().sum() + mean.pow(2).sum() - d - torch.linalg.slogdet(cov)[1])
+    centred = loc - mean
+    return mean, torch.diag(scale.pow(2).mean(0)) + centred.T @ centred / len(loc)
+
+
+def gaussian_aggregate_kl(loc: torch.Tensor, scale: torch.Tensor) -> torch.Tensor:
+    """KL(N(m, C) || N(0, I)) for the Gaussian with the `aggregate_moments` of the batch's posteriors."""
+    mean, cov = aggregate_moments(loc, scale)
+    return 0.5 * (cov.diagonal().sum() + mean.pow(2).sum() - loc.shape[1] - torch.linalg.slogdet(cov)[1])
 
 
 class Posterior(NamedTuple):
@@ -330,10 +333,7 @@ class VJE(ImageSSL):
         ``reference`` posteriors, ``cov = mean_k diag σ_k² + cov_k(μ_k)`` (float64): among Gaussian
         priors the one that maximizes the reference images' average ELBO, since minimizing
         ``Σ_k KL(q_k ‖ p)`` over Gaussians ``p`` is fitting ``p`` to ``p_agg`` by moment matching."""
-        loc, var = reference.loc.double(), reference.scale.double().pow(2)
-        mean = loc.mean(0)
-        centred = loc - mean
-        cov = torch.diag(var.mean(0)) + centred.T @ centred / len(loc)
+        mean, cov = aggregate_moments(reference.loc.double(), reference.scale.double())
         return dist.MultivariateNormal(mean, covariance_matrix=cov)
 
     @torch.no_grad()
