@@ -57,7 +57,9 @@ from pyro_jepa.presets import make_preset
 from pyro_jepa.report import markdown_table
 from pyro_jepa.train import TrainConfig, _optimizer, clip_gradients, resolve_device
 
-CASES = ("cpu", "paper", "vje", "vje-1p")
+# VJE's cases: VJEConfig's defaults, and the plain one-sample ELBO (the default before docs/results/vje.md §4e).
+VJE_CASES = {"vje": {}, "vje-1p": {"particles": 1, "kl_weight": 1.0}}
+CASES = ("cpu", "paper", *VJE_CASES)
 ATTENTION_OPS = ("aten::_scaled_dot_product_flash_attention_for_cpu", "aten::_scaled_dot_product_attention_math",
                  "aten::_scaled_dot_product_efficient_attention", "aten::_scaled_dot_product_flash_attention")
 
@@ -126,11 +128,9 @@ def tabular_case(name: str, preset: str, dataset: str, data_dir: Path | None, de
 
 
 def vje_case(name: str, device: torch.device, batch: int = 256) -> Case:
-    """``vje``: VJEConfig's defaults; ``vje-1p``: the plain one-sample ELBO (one particle, β = 1), the
-    default before docs/results/vje.md §4e, for the cost of the particles."""
+    """The VJE case ``name`` of `VJE_CASES`."""
     torch.manual_seed(0)
-    elbo = {"particles": 1, "kl_weight": 1.0} if name == "vje-1p" else {}
-    config = VJEConfig(backbone="convnet", width=16, image_size=32, **elbo)
+    config = VJEConfig(backbone="convnet", width=16, image_size=32, **VJE_CASES[name])
     model = VJE(config).to(device)
     g = torch.Generator().manual_seed(1)
 
@@ -322,7 +322,7 @@ def main(argv: list[str] | None = None) -> int:
     matmul = matmul_flops_per_second(device)
     results = []
     for name in args.cases:
-        if name.startswith("vje"):
+        if name in VJE_CASES:
             case = vje_case(name, device)
         elif name == "cpu":
             case = tabular_case(name, "cpu", "sim", None, device)
