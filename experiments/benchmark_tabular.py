@@ -35,7 +35,7 @@ from pyro_jepa.evaluate.aggregate import count_cells, format_mean_std, summarize
 from pyro_jepa import cli, io
 from pyro_jepa.benchmarking import cpu_summary
 from pyro_jepa.io import write_json
-from pyro_jepa.pipeline import device_of, pretrain, representations, uncertainties
+from pyro_jepa.pipeline import device_of, pretrain, pretraining_record, representations, uncertainties
 from pyro_jepa.presets import PRESETS, SETTINGS_NOTES, SETTINGS_OF, VARIANTS, make_preset
 from pyro_jepa.train import SELECTION_RULES, resolve_device
 
@@ -143,13 +143,10 @@ def cached_representations(args, name, splits, method, seed) -> dict[str, np.nda
     tmp = path.with_name(path.stem + ".tmp.npz")
     np.savez(tmp, **reps)
     os.replace(tmp, path)
-    best = next(row for row in fit.history if row["epoch"] == fit.best_epoch)
-    warmup = model.weights.warmup_steps if hasattr(model, "weights") else 0
     append_jsonl(args.out / "pretrain.jsonl", [{
         "dataset": name, "method": method, "seed": seed, "seconds": time.perf_counter() - started,
-        "best_epoch": fit.best_epoch, "epochs": train_config.epochs, "steps": best["step"], "warmup_steps": warmup,
-        "score": model.default_score, "collapse_test": collapse_report(reps["test"]),
-        **({"smoothing": float(model.reference_smoothing)} if hasattr(model, "reference_smoothing") else {}),
+        "epochs": train_config.epochs, "score": model.default_score, "collapse_test": collapse_report(reps["test"]),
+        **pretraining_record(model, fit),
     }])
     return reps
 

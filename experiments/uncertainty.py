@@ -61,7 +61,7 @@ from pyro_jepa.evaluate.selective import (
 )
 from pyro_jepa import cli, io
 from pyro_jepa.benchmarking import cpu_summary
-from pyro_jepa.pipeline import pretrain, representations
+from pyro_jepa.pipeline import pretrain, pretraining_record, representations
 from pyro_jepa.presets import PRESETS, SETTINGS_NOTES, SETTINGS_OF, VARIANTS, make_preset
 from pyro_jepa.train import resolve_device
 from pyro_jepa.uncertainty import plot_figure3
@@ -168,13 +168,11 @@ class Experiment:
         folder = f"{method}-seed{seed}" if variant is None else f"{variant}/{method}-seed{seed}"
         model, fit = pretrain(method, splits, model_config, train_config, self.args.checkpoints / name / folder, resume=True)
         model.eval()
-        best = next(row for row in fit.history if row["epoch"] == fit.best_epoch)
-        warmup = model.weights.warmup_steps if hasattr(model, "weights") else 0
-        self.runs.append({"dataset": name, "seed": seed, "method": method, "variant": variant or "-", "best_epoch": fit.best_epoch,
-                          "epochs": train_config.epochs, "steps": best["step"], "warmup_steps": warmup,
-                          "steps_after_warmup": best["step"] - warmup, "seconds": sum(r["seconds"] for r in fit.history),
-                          "kl_s_y": model_config.weights.kl_s_y, "decoder_scale": model_config.decoder_scale,
-                          **({"smoothing": float(model.reference_smoothing)} if hasattr(model, "reference_smoothing") else {})})
+        record = pretraining_record(model, fit)
+        self.runs.append({"dataset": name, "seed": seed, "method": method, "variant": variant or "-", "epochs": train_config.epochs,
+                          **record, "steps_after_warmup": record["steps"] - record["warmup_steps"],
+                          "seconds": sum(r["seconds"] for r in fit.history),
+                          "kl_s_y": model_config.weights.kl_s_y, "decoder_scale": model_config.decoder_scale})
         return model
 
     def run_seed(self, name: str, splits, seed: int) -> None:

@@ -140,7 +140,7 @@ def model_scores(method, train: ImageData, val: ImageData, test_rows: torch.Tens
 def model_diagnostics(method, result, test_rows: torch.Tensor) -> dict:
     """Budget and health of one trained model: optimizer steps, selected epoch, collapse, σ²."""
     # Summed epoch times, so a resumed run reports the training it loaded, not ~0 s.
-    row = {"steps": result.history[-1]["step"], "best_epoch": result.best_epoch, "epochs": len(result.history),
+    row = {"steps": result.steps, "best_epoch": result.best_epoch, "epochs": len(result.history),
            "pretrain_seconds": sum(epoch["seconds"] for epoch in result.history)}
     row.update(collapse_report(method.embed(test_rows).numpy()))
     sigma = method.uncertainty(test_rows)

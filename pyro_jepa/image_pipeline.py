@@ -21,7 +21,7 @@ from .models import SimSiam, SimSiamConfig, VICReg, VICRegConfig, VJE, VJEConfig
 from .models.image_ssl import ImageSSL, ImageSSLConfig
 from .models.vje import DIRECTIONAL, PRIORS
 from .report import figure, save_figure
-from .train import TrainConfig
+from .train import TrainConfig, steps_per_epoch
 
 IMAGE_METHODS = {"vje": (VJE, VJEConfig), "simsiam": (SimSiam, SimSiamConfig), "vicreg": (VICReg, VICRegConfig)}
 
@@ -221,11 +221,10 @@ def build_method(name: str, args: argparse.Namespace) -> ImageSSL:
 
 
 def epochs_for(args: argparse.Namespace, n_train: int) -> int:
-    """``--epochs``, or with ``--steps`` the epochs that give at least that many optimizer steps
-    (the engine takes ``n_train // batch_size`` steps per epoch)."""
+    """``--epochs``, or with ``--steps`` the epochs that give at least that many optimizer steps."""
     if args.steps is None:
         return args.epochs
-    return math.ceil(args.steps / max(n_train // args.batch_size, 1))
+    return math.ceil(args.steps / steps_per_epoch(n_train, args.batch_size))
 
 
 def learning_rate(args: argparse.Namespace, name: str) -> float:

@@ -37,6 +37,17 @@ def pretrain(
     return method, fit(method, splits.train, splits.val, train_config, checkpoint_dir, resume=resume)
 
 
+def pretraining_record(method: SSLMethod, result: FitResult) -> dict:
+    """What the reports say about one pre-training run: the epoch kept, its optimizer steps, the KL
+    warm-up's steps (0 for a method without one), and the width `training-kl` smooths by (Var-T-JEPA)."""
+    kept = next(row for row in result.history if row["epoch"] == result.best_epoch)
+    record = {"best_epoch": result.best_epoch, "steps": kept["step"],
+              "warmup_steps": method.weights.warmup_steps if hasattr(method, "weights") else 0}
+    if hasattr(method, "reference_smoothing"):
+        record["smoothing"] = float(method.reference_smoothing)
+    return record
+
+
 @torch.no_grad()
 def representations(method: SSLMethod, splits: Splits) -> dict[str, np.ndarray]:
     """Flattened representations ``(N, D*d)`` of each split."""

@@ -20,7 +20,7 @@ from dataclasses import dataclass, replace
 
 from .models.tabular import TabularJEPAConfig
 from .models.var_jepa import LossWeights
-from .train import TrainConfig
+from .train import TrainConfig, steps_per_epoch
 
 
 @dataclass(frozen=True)
@@ -122,12 +122,12 @@ def make_preset(
         raise ValueError(f"unknown model variant {variant!r}; choose one of {sorted(VARIANTS)}")
     preset = (_paper if name == "paper" else _cpu)(dataset)
     train = replace(preset.train, **{k: v for k, v in {"epochs": epochs, "batch_size": batch_size}.items() if v is not None})
-    steps_per_epoch = max(n_train // train.batch_size, 1)
-    cap = int(MAX_WARMUP_SHARE * steps_per_epoch * train.epochs)
+    per_epoch = steps_per_epoch(n_train, train.batch_size)
+    cap = int(MAX_WARMUP_SHARE * per_epoch * train.epochs)
     spec = VARIANTS[variant]
     weights = replace(
         preset.model.weights,
-        **{f"anneal_{latent}": min(n * steps_per_epoch, cap) for latent, n in zip(("s_x", "z", "s_y"), preset.anneal_epochs)},
+        **{f"anneal_{latent}": min(n * per_epoch, cap) for latent, n in zip(("s_x", "z", "s_y"), preset.anneal_epochs)},
         **({"kl_s_y": spec["kl_s_y"]} if spec["kl_s_y"] is not None else {}),
     )
     paper_score = "posterior-q90" if SETTINGS_OF.get(dataset, dataset) in Q90_DATASETS else "posterior-mean"

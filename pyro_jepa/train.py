@@ -70,6 +70,11 @@ class TrainConfig:
             raise ValueError("epochs must be >= 1 and batch_size >= 2")
 
 
+def steps_per_epoch(n_rows: int, batch_size: int) -> int:
+    """Optimizer steps per epoch of the engine: it drops the last incomplete batch, and takes at least one."""
+    return max(n_rows // batch_size, 1)
+
+
 @dataclass
 class FitResult:
     """What `fit` returns: the per-epoch log and where the best epoch's weights are."""
@@ -80,6 +85,11 @@ class FitResult:
     checkpoint_dir: Path | None = None
     seconds: float = 0.0
     resume_changes: dict[str, tuple] = field(default_factory=dict)
+
+    @property
+    def steps(self) -> int:
+        """Optimizer steps taken by the last epoch logged (0 before any)."""
+        return self.history[-1]["step"] if self.history else 0
 
 
 # Settings that may differ when a run is resumed: more epochs, another device, progress bars on or off.
@@ -237,7 +247,7 @@ class _Training:
         method.to(self.device)
         self.train, self.val = train.to(self.device), val.to(self.device)
         self.optimizer = _optimizer(method, config)
-        self.n_batches = max(len(train) // config.batch_size, 1)
+        self.n_batches = steps_per_epoch(len(train), config.batch_size)
         self.total_steps = self.n_batches * config.epochs
         self.warmup_steps = self.n_batches * config.warmup_epochs
         self.selectable_from = method.selectable_from()

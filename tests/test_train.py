@@ -210,6 +210,20 @@ def test_no_epoch_inside_the_kl_warm_up_is_selected(schema, splits, tmp_path, se
         assert history["val_probe_accuracy"].isna().tolist() == [True, False, False, False]  # not even probed
 
 
+def test_pretraining_record_states_the_kept_epochs_steps_and_warm_up(schema, splits, tmp_path):
+    from pyro_jepa.pipeline import pretraining_record
+
+    method = warming_method(schema, anneal=8)
+    result = fit(method, *splits, replace(FAST, select="last"), tmp_path / "v")
+    assert result.steps == 16  # 4 epochs of 4 steps
+    assert pretraining_record(method, result) == {"best_epoch": 4, "steps": 16, "warmup_steps": 8,
+                                                  "smoothing": float(method.reference_smoothing)}
+    torch.manual_seed(0)
+    baseline = TJEPA(schema, SMALL)
+    result = fit(baseline, *splits, replace(FAST, epochs=2, select="last"), tmp_path / "t")
+    assert pretraining_record(baseline, result) == {"best_epoch": 2, "steps": 8, "warmup_steps": 0}  # no KL, no smoothing
+
+
 def test_a_warm_up_longer_than_the_run_is_refused(schema, splits, tmp_path):
     with pytest.raises(ValueError, match="outlasts the run"):
         fit(warming_method(schema, anneal=17), *splits, FAST, tmp_path)
