@@ -38,7 +38,7 @@ from pyro_jepa.image_pipeline import (
 )
 from pyro_jepa.pipeline import plot_training_curves
 from pyro_jepa.report import markdown_table
-from pyro_jepa.train import fit, seed_everything
+from pyro_jepa.train import fit, seed_everything, steps_per_epoch
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
@@ -84,7 +84,7 @@ def experiment(args, argv: list[str] | None, out: Path) -> int:
     header["dataset"] = {"name": args.dataset, "images": {"train": len(train), "val": len(val), "test": len(test)}}
     # --steps decides the epochs from the training-set size, so record what the run trains, not the preset's epochs.
     epochs = epochs_for(args, len(train))
-    header["budget"] = {"epochs": epochs, "steps_per_epoch": len(train) // args.batch_size}
+    header["budget"] = {"epochs": epochs, "steps_per_epoch": steps_per_epoch(len(train), args.batch_size)}
     io.write_json(header, out / "config.json")
     print(f"{args.dataset}: {len(train)}/{len(val)}/{len(test)} train/val/test images; run folder {out}")
 
@@ -104,9 +104,14 @@ def experiment(args, argv: list[str] | None, out: Path) -> int:
         row = probe_row(label, method.embed(train.rows).numpy(), y_train, method.embed(test.rows).numpy(), y_test, args)
         row["pretrain_seconds"] = result.seconds
         rows.append(row)
-        metrics["methods"][label] = {"optimizer_steps": result.history[-1]["step"], "best_epoch": result.best_epoch,
+        metrics["methods"][label] = {"optimizer_steps": result.steps, "best_epoch": result.best_epoch,
                                      "best_val_probe": result.best_score, **row}
         if name == "vje":
+            # The paper leaves open whether its probes read h or the posterior mean μ(h); report both.
+            mean_row = probe_row(f"{label} (posterior mean μ)", method.posterior_mean(train.rows).numpy(), y_train,
+                                 method.posterior_mean(test.rows).numpy(), y_test, args)
+            rows.append(mean_row)
+            metrics["methods"][label]["posterior_mean_probes"] = {k: v for k, v in mean_row.items() if k != "method"}
             var = method.uncertainty(test.rows).pow(2).mean(0).numpy()
             variances[f"{label} ({'shared' if method.config.shared_variance else 'separate'} variances)"] = var
             metrics["methods"][label]["posterior_variance"] = {"mean": float(var.mean()), "min": float(var.min()), "max": float(var.max())}

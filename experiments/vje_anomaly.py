@@ -125,7 +125,7 @@ def model_scores(method, train: ImageData, val: ImageData, test_rows: torch.Tens
               f"{label} (Mahalanobis)": mahalanobis_score(x_train, x_test)}
     if isinstance(method, VJE):
         # The same two feature scores on the posterior means μ(h), the latent the likelihood reads.
-        mu_train, mu_test = method.clean_posterior(train.rows).loc, method.clean_posterior(test_rows).loc
+        mu_train, mu_test = method.posterior_mean(train.rows), method.posterior_mean(test_rows)
         scores[f"{label} (k-NN on μ)"] = knn_distance_score(mu_train, mu_test, k=args.knn_k)
         scores[f"{label} (Mahalanobis on μ)"] = mahalanobis_score(mu_train, mu_test)
         for key, value in method.anomaly_scores(test_rows, reference=train.rows, validation=val.rows, pairs=args.score_pairs).items():
@@ -187,7 +187,7 @@ def run_fmnist_mnist(args, full, out: Path, seed: int, ood: ImageData):
         extra = {"knn_accuracy": knn_accuracy(x_train, train.y, x_test, test.y),
                  "linear_accuracy": linear_probe(x_train, train.y.numpy(), x_test, test.y.numpy())}
         if isinstance(method, VJE):  # the same probe on the posterior means, the other candidate representation
-            extra["knn_accuracy_mu"] = knn_accuracy(method.clean_posterior(train.rows).loc, train.y, method.clean_posterior(test.rows).loc, test.y)
+            extra["knn_accuracy_mu"] = knn_accuracy(method.posterior_mean(train.rows), train.y, method.posterior_mean(test.rows), test.y)
         yield "fmnist→mnist", method, result, train, val, both, anomalous, extra
 
 

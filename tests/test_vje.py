@@ -14,6 +14,7 @@ from pyro_jepa.data.images import ImageData
 from pyro_jepa.distributions import PolarStudentT, fit_smoothing, kl_to_mixture_bound, polar, smoothed_scale
 from pyro_jepa.models import VJE, SimSiam, SimSiamConfig, VICReg, VICRegConfig, VJEConfig
 from pyro_jepa.models.image_ssl import ImageSSL
+from pyro_jepa.models import vje as vje_module
 from pyro_jepa.models.vje import SCORES, Posterior, gaussian_aggregate_kl
 from pyro_jepa.train import TrainConfig, fit
 
@@ -261,6 +262,16 @@ def test_vje_scores_and_uncertainty_are_per_image():
     torch.testing.assert_close(scores["neg_elbo"], scores["neg_loglik"] + scores["kl"])
     sigma = method.uncertainty(images)
     assert sigma.shape == (6, method.dim) and (sigma > 0).all()
+
+
+def test_posterior_mean_is_the_clean_posteriors_loc_in_chunks(monkeypatch):
+    method = small_vje(projector_dim=6).eval()
+    images = random_images(7).rows
+    whole = method.clean_posterior(images).loc
+    monkeypatch.setattr(vje_module, "EVAL_CHUNK", 3)  # 7 images: chunks of 3, 3 and 1
+    mu = method.posterior_mean(images)
+    assert mu.shape == (7, 6) and not mu.requires_grad
+    torch.testing.assert_close(mu, whole.detach())
 
 
 def test_projector_output_is_what_the_program_models():

@@ -137,6 +137,10 @@ def test_vje_experiment_writes_a_run_folder(tmp_path):
         assert (out / name).is_file(), name
     metrics = json.loads((out / "metrics.json").read_text())
     assert set(metrics["methods"]) == {"VJE", "SimSiam", "VICReg"}
+    mean_probes = metrics["methods"]["VJE"]["posterior_mean_probes"]  # the paper's other candidate read-out
+    assert 0 <= mean_probes["knn_accuracy"] <= 1 and mean_probes["dim"] == 32  # the backbone width 4 gives d = 32
+    results = pd.read_csv(out / "results.csv")
+    assert list(results["method"]) == ["untrained backbone", "VJE", "VJE (posterior mean μ)", "SimSiam", "VICReg"]
     assert run_experiment("vje", argv) == 2  # never clobbers a run folder (exit 2: a user error, as every script)
 
 

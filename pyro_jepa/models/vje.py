@@ -394,6 +394,12 @@ class VJE(ImageSSL):
         return scores
 
     @torch.no_grad()
+    def posterior_mean(self, rows: torch.Tensor) -> torch.Tensor:
+        """Posterior means μ ``(N, d)`` of z given the un-augmented image as context: the readout the
+        paper leaves open beside the backbone features (docs/vje.md)."""
+        return torch.cat([self.clean_posterior(chunk).loc for chunk in rows.split(EVAL_CHUNK)])
+
+    @torch.no_grad()
     def uncertainty(self, rows: torch.Tensor) -> torch.Tensor:
         """Posterior standard deviations ``(N, d)`` of z given the un-augmented image as context."""
         return self.clean_posterior(rows).scale
