@@ -375,6 +375,9 @@ def test_fit_smoothing_picks_the_width_that_suits_unseen_points():
     assert smoothed_scale(mix_scale, 0.0) is mix_scale
     with pytest.raises(ValueError, match="widths >= 0"):
         fit_smoothing(fresh_loc, narrow, mix_loc, mix_scale, grid=(-1.0,))
+    # a grid that stops short of the best width says so instead of returning its edge silently
+    with pytest.warns(RuntimeWarning, match="largest width of its grid"):
+        assert fit_smoothing(fresh_loc, narrow, mix_loc, mix_scale, grid=(0.0, 0.25))[0] == 0.25
 
 
 def test_kl_to_mixture_bound_known_answers():

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+import warnings
 
 import torch
 
@@ -11,8 +12,9 @@ BLOCK = 2**22
 # What `kl_to_mixture_bound` returns: the bound, or the bound's location or scale term alone.
 PARTS = ("both", "location", "scale")
 # Widths of the Gaussian `fit_smoothing` may smooth a mixture by, in units of its components' median std
-# (0: the mixture itself).
-SMOOTHING_GRID = (0.0, 0.25, 0.5, 0.75, 1.0, 1.5, 2.0, 3.0)
+# (0: the mixture itself). Up to 16: with the paper's weak KL on s_y the fit chose 3, the old grid's largest,
+# in 12 of 12 Figure-3 runs, and 6-8 once wider widths were offered (docs/results/uncertainty_notes.md, round 10).
+SMOOTHING_GRID = (0.0, 0.25, 0.5, 0.75, 1.0, 1.5, 2.0, 3.0, 4.0, 6.0, 8.0, 12.0, 16.0)
 
 
 def kl_to_mixture_bound(
@@ -79,4 +81,8 @@ def fit_smoothing(
     if not len(grid) or any(w < 0 for w in grid):
         raise ValueError(f"grid must hold widths >= 0, got {grid}")
     curve = {float(w): float(kl_to_mixture_bound(loc, scale, mix_loc, smoothed_scale(mix_scale, w)).double().mean()) for w in grid}
-    return min(curve, key=curve.get), curve
+    width = min(curve, key=curve.get)
+    if len(curve) > 1 and width == max(curve):
+        warnings.warn(f"fit_smoothing chose {width:g}, the largest width of its grid: the best width may lie beyond it; "
+                      "pass a grid with larger widths", RuntimeWarning, stacklevel=2)
+    return width, curve
