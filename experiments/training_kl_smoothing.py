@@ -4,8 +4,8 @@ default), judged against the true ambiguity u of the test rows.
 
     python experiments/training_kl_smoothing.py --data-dir ../shared/data --checkpoints runs/uncertainty/checkpoints
 
-Reads (or trains, like experiments/uncertainty.py with the same flags) the `default` variant's
-pre-training runs of each dataset and seed: ``CHECKPOINTS/DATASET/default/var-t-jepa-seedK``. For every
+Reads (or trains, like experiments/uncertainty.py with the same flags) the pre-training runs of the
+``--variant`` (`default` unless given) for each dataset and seed: ``CHECKPOINTS/DATASET/VARIANT/var-t-jepa-seedK``. For every
 width of `SMOOTHING_GRID` it reports the validation rows' mean KL bound (what the fit minimizes; no
 labels, no u) beside the test rows' Spearman with u and ROC AUC for u >= q75 (what the fit never
 sees). A last column checks whether digit or class composition explains the ROC AUC: the mean over
@@ -38,7 +38,7 @@ from pyro_jepa.data import load_dataset  # noqa: E402
 from pyro_jepa.distributions.mixture_kl import SMOOTHING_GRID  # noqa: E402
 from pyro_jepa.evaluate.metrics import roc_auc, spearman  # noqa: E402
 from pyro_jepa.pipeline import pretrain  # noqa: E402
-from pyro_jepa.presets import make_preset  # noqa: E402
+from pyro_jepa.presets import VARIANTS, make_preset  # noqa: E402
 from pyro_jepa.report import markdown_table  # noqa: E402
 
 
@@ -47,6 +47,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--datasets", default="mnist-7x7,sim", help="datasets with a known ambiguity u (default mnist-7x7,sim)")
     p.add_argument("--data-dir", type=Path, help="folder with the named datasets")
     p.add_argument("--seeds", type=cli.int_list, default="0,1,2", help="pre-training seeds (comma-separated)")
+    p.add_argument("--variant", default="default", choices=sorted(VARIANTS), help="Var-T-JEPA model variant (pyro_jepa.presets.VARIANTS)")
     p.add_argument("--epochs", type=int, help="override the preset's pre-training epochs (as in experiments/uncertainty.py)")
     p.add_argument("--max-rows", type=int, help="stratified subsample of each table (as in experiments/uncertainty.py)")
     p.add_argument("--split-seed", type=int, default=0)
@@ -94,10 +95,10 @@ def run(args: argparse.Namespace) -> tuple[pd.DataFrame, pd.DataFrame]:
         if splits.test.ambiguity is None:
             raise ValueError(f"{name} has no ground-truth ambiguity column")
         for seed in args.seeds:
-            model_config, train_config = make_preset("cpu", name, len(splits.train), args.epochs, variant="default")
+            model_config, train_config = make_preset("cpu", name, len(splits.train), args.epochs, variant=args.variant)
             train_config = replace(train_config, seed=seed, device="cpu", progress=False, select="loss")
             model, _ = pretrain("var-t-jepa", splits, model_config, train_config,
-                                args.checkpoints / name / f"default/var-t-jepa-seed{seed}", resume=True)
+                                args.checkpoints / name / args.variant / f"var-t-jepa-seed{seed}", resume=True)
             with torch.no_grad():
                 rows += [{"dataset": name, "seed": seed, **r} for r in width_rows(model.eval(), splits)]
                 forms += [{"dataset": name, "seed": seed, **r} for r in form_rows(model, splits)]

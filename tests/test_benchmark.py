@@ -100,6 +100,11 @@ def test_smoothing_ablation_reports_every_width_and_the_fitted_one(tmp_path):
     # The fitted width's row of the width table is the default form's row here.
     assert np.isclose(forms.loc["training-kl (default)", "spearman"], fitted["spearman"].iloc[0])
     assert "−ELBO, unit weights" in (out / "smoothing.md").read_text()
+    # --variant reads (or trains) that variant's runs, beside the default's
+    argv[argv.index("--out") + 1] = str(tmp_path / "smoothing-hetero")
+    assert load_script("training_kl_smoothing").main([*argv, "--variant", "hetero"]) == 0
+    assert (tmp_path / "ck" / "sim" / "hetero" / "var-t-jepa-seed0" / "best.pt").is_file()
+    assert json.loads((tmp_path / "smoothing-hetero" / "config.json").read_text())["args"]["variant"] == "hetero"
 
 
 @pytest.mark.parametrize("lr", ["0", "-1", "nan"])
