@@ -171,7 +171,7 @@ class Experiment:
         record = pretraining_record(model, fit)
         self.runs.append({"dataset": name, "seed": seed, "method": method, "variant": variant or "-", "epochs": train_config.epochs,
                           **record, "steps_after_warmup": record["steps"] - record["warmup_steps"],
-                          "seconds": sum(r["seconds"] for r in fit.history),
+                          "seconds": fit.epoch_seconds,
                           "kl_s_y": model_config.weights.kl_s_y, "decoder_scale": model_config.decoder_scale})
         return model
 

@@ -141,7 +141,7 @@ def model_diagnostics(method, result, test_rows: torch.Tensor) -> dict:
     """Budget and health of one trained model: optimizer steps, selected epoch, collapse, σ²."""
     # Summed epoch times, so a resumed run reports the training it loaded, not ~0 s.
     row = {"steps": result.steps, "best_epoch": result.best_epoch, "epochs": len(result.history),
-           "pretrain_seconds": sum(epoch["seconds"] for epoch in result.history)}
+           "pretrain_seconds": result.epoch_seconds}
     row.update(collapse_report(method.embed(test_rows).numpy()))
     sigma = method.uncertainty(test_rows)
     if sigma is not None:

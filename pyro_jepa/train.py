@@ -91,6 +91,12 @@ class FitResult:
         """Optimizer steps taken by the last epoch logged (0 before any)."""
         return self.history[-1]["step"] if self.history else 0
 
+    @property
+    def epoch_seconds(self) -> float:
+        """Training time summed over the logged epochs: unlike ``seconds`` (this call's wall time), a
+        resumed or reused run counts the epochs it loaded."""
+        return sum(epoch["seconds"] for epoch in self.history)
+
 
 # Settings that may differ when a run is resumed: more epochs, another device, progress bars on or off.
 MAY_CHANGE_ON_RESUME = {

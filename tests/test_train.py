@@ -216,6 +216,7 @@ def test_pretraining_record_states_the_kept_epochs_steps_and_warm_up(schema, spl
     method = warming_method(schema, anneal=8)
     result = fit(method, *splits, replace(FAST, select="last"), tmp_path / "v")
     assert result.steps == 16  # 4 epochs of 4 steps
+    assert result.epoch_seconds == pytest.approx(pd.read_csv(tmp_path / "v" / "history.csv")["seconds"].sum())
     assert pretraining_record(method, result) == {"best_epoch": 4, "steps": 16, "warmup_steps": 8,
                                                   "smoothing": float(method.reference_smoothing)}
     torch.manual_seed(0)
