@@ -6,7 +6,7 @@ default), judged against the true ambiguity u of the test rows.
 
 Reads (or trains, like experiments/uncertainty.py with the same flags) the pre-training runs of the
 ``--variant`` (`default` unless given) for each dataset and seed: ``CHECKPOINTS/DATASET/VARIANT/var-t-jepa-seedK``. For every
-width of `SMOOTHING_GRID` it reports the validation rows' mean KL bound (what the fit minimizes; no
+width of `SMOOTHING_GRID` (or of ``--widths``, over which the width is then fitted again) it reports the validation rows' mean KL bound (what the fit minimizes; no
 labels, no u) beside the test rows' Spearman with u and ROC AUC for u >= q75 (what the fit never
 sees). A last column checks whether digit or class composition explains the ROC AUC: the mean over
 classes of the ROC AUC within each class. A second table puts the fitted score beside other forms on
@@ -52,19 +52,33 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--max-rows", type=int, help="stratified subsample of each table (as in experiments/uncertainty.py)")
     p.add_argument("--split-seed", type=int, default=0)
     p.add_argument("--checkpoints", type=Path, required=True, help="pre-training folder of experiments/uncertainty.py")
+    p.add_argument("--widths", type=width_list, default=SMOOTHING_GRID,
+                   help="comma-separated smoothing widths to fit and report, e.g. the default grid and larger ones "
+                        "where the fit picks the grid's largest width (default: SMOOTHING_GRID)")
     p.add_argument("--threads", type=int, default=2, help="torch threads (default 2)")
     p.add_argument("--out", type=Path, default=Path("runs/training-kl-smoothing"))
     return p.parse_args(argv)
 
 
-def width_rows(model, splits) -> list[dict]:
+def width_list(text: str) -> tuple[float, ...]:
+    """``"0,0.5,16,32"`` → sorted distinct widths; refuses negative or non-numeric ones."""
+    try:
+        widths = tuple(sorted({float(w) for w in text.split(",") if w.strip()}))
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"widths must be comma-separated numbers, got {text!r}") from None
+    if not widths or any(not w >= 0 for w in widths):
+        raise argparse.ArgumentTypeError(f"widths must be >= 0, got {text!r}")
+    return widths
+
+
+def width_rows(model, splits, widths: tuple[float, ...]) -> list[dict]:
     """One row per width of the grid: validation mean KL, test Spearman / ROC AUC / within-class ROC AUC."""
     u, y = splits.test.ambiguity.numpy(), splits.test.y.numpy()
     high = u >= np.quantile(u, 0.75)
     test_loc, test_scale = model.posterior(splits.test.rows)
     fitted = float(model.reference_smoothing)
     rows = []
-    for width in SMOOTHING_GRID:
+    for width in widths:
         score = model.training_kl(test_loc, test_scale, width).numpy().astype(np.float64)
         within = [roc_auc(high[y == c], score[y == c]) for c in np.unique(y) if 0 < high[y == c].sum() < (y == c).sum()]
         rows.append({"width": width, "fitted": width == fitted, "validation_mean_kl": model.smoothing_curve[width],
@@ -99,8 +113,10 @@ def run(args: argparse.Namespace) -> tuple[pd.DataFrame, pd.DataFrame]:
             train_config = replace(train_config, seed=seed, device="cpu", progress=False, select="loss")
             model, _ = pretrain("var-t-jepa", splits, model_config, train_config,
                                 args.checkpoints / name / args.variant / f"var-t-jepa-seed{seed}", resume=True)
+            if args.widths != SMOOTHING_GRID:  # the saved fit chose among the default grid's widths
+                model.fit_reference_smoothing(splits.val.rows, grid=args.widths)
             with torch.no_grad():
-                rows += [{"dataset": name, "seed": seed, **r} for r in width_rows(model.eval(), splits)]
+                rows += [{"dataset": name, "seed": seed, **r} for r in width_rows(model.eval(), splits, args.widths)]
                 forms += [{"dataset": name, "seed": seed, **r} for r in form_rows(model, splits)]
             print(f"{name}, seed {seed}: fitted width {float(model.reference_smoothing):g}", flush=True)
     return pd.DataFrame(rows), pd.DataFrame(forms)
@@ -150,7 +166,7 @@ def main(argv: list[str] | None = None) -> int:
     torch.set_num_threads(args.threads)
     command = cli.command_line("experiments/training_kl_smoothing.py", argv)
     args.out.mkdir(parents=True, exist_ok=True)
-    io.write_json({"command": command, "args": vars(args), "grid": SMOOTHING_GRID, "machine": machine_description()}, args.out / "config.json")
+    io.write_json({"command": command, "args": vars(args), "grid": args.widths, "machine": machine_description()}, args.out / "config.json")
     results, forms = run(args)
     io.write_csv(results, args.out / "smoothing.csv")
     io.write_csv(forms, args.out / "forms.csv")

@@ -100,11 +100,27 @@ def test_smoothing_ablation_reports_every_width_and_the_fitted_one(tmp_path):
     # The fitted width's row of the width table is the default form's row here.
     assert np.isclose(forms.loc["training-kl (default)", "spearman"], fitted["spearman"].iloc[0])
     assert "−ELBO, unit weights" in (out / "smoothing.md").read_text()
-    # --variant reads (or trains) that variant's runs, beside the default's
+    # --widths: the same models, the width fitted again over the given widths (here beyond the default grid)
+    argv[argv.index("--out") + 1] = str(tmp_path / "smoothing-wide")
+    assert load_script("training_kl_smoothing").main([*argv, "--widths", "64,0,2"]) == 0
+    wide = pd.read_csv(tmp_path / "smoothing-wide" / "smoothing.csv")
+    assert list(wide["width"]) == [0.0, 2.0, 64.0] and wide["fitted"].sum() == 1
+    assert wide.loc[wide["fitted"], "validation_mean_kl"].iloc[0] == wide["validation_mean_kl"].min()
+    assert wide.set_index("width").loc[2.0, "validation_mean_kl"] == pytest.approx(results.set_index("width").loc[2.0, "validation_mean_kl"])
+    wide_forms = pd.read_csv(tmp_path / "smoothing-wide" / "forms.csv").set_index("score")
+    assert np.isclose(wide_forms.loc["training-kl (default)", "spearman"], wide.loc[wide["fitted"], "spearman"].iloc[0])
     argv[argv.index("--out") + 1] = str(tmp_path / "smoothing-hetero")
+    # --variant reads (or trains) that variant's runs, beside the default's
     assert load_script("training_kl_smoothing").main([*argv, "--variant", "hetero"]) == 0
     assert (tmp_path / "ck" / "sim" / "hetero" / "var-t-jepa-seed0" / "best.pt").is_file()
     assert json.loads((tmp_path / "smoothing-hetero" / "config.json").read_text())["args"]["variant"] == "hetero"
+
+
+@pytest.mark.parametrize("widths", ["-1", "a,2", ","])
+def test_smoothing_ablation_refuses_bad_widths(widths, capsys):
+    with pytest.raises(SystemExit):
+        load_script("training_kl_smoothing").parse_args(["--checkpoints", "ck", "--widths", widths])
+    assert "widths must be" in capsys.readouterr().err
 
 
 @pytest.mark.parametrize("lr", ["0", "-1", "nan"])

@@ -181,6 +181,12 @@ def test_training_kl_smooths_the_aggregate_posterior_by_the_width_fitted_on_held
     assert float(fresh.reference_smoothing) == width
     fresh.load_state_dict({k: v for k, v in model.state_dict().items() if k != "reference_smoothing"})
     assert float(fresh.reference_smoothing) == 0.0
+    # fitted again on the same rows and grid, the same width; over another grid, that grid's best width
+    assert model.fit_reference_smoothing(held_out) == width and not model.training
+    grid = (0.0, 0.5, 64.0)
+    refit = model.fit_reference_smoothing(held_out, grid=grid)
+    assert set(model.smoothing_curve) == set(grid) and model.smoothing_curve[refit] == min(model.smoothing_curve.values())
+    assert float(model.reference_smoothing) == refit
     model.set_reference(reference)
     assert float(model.reference_smoothing) == 0.0
     with pytest.raises(ValueError, match="held-out rows must be packed rows"):

@@ -36,6 +36,7 @@ from torch import nn
 from ..data.masks import Masks
 from ..data.tabular import TabularSchema
 from ..distributions import MixedTabular, TargetTokenNormal, fit_smoothing, kl_to_mixture_bound, smoothed_scale
+from ..distributions.mixture_kl import SMOOTHING_GRID
 from ..nn import AttentionPooling, GaussianHead, TabularDecoder, mlp, scatter_tokens
 from .scores import aggregate_std, check_score_names
 from .tabular import EVAL_CHUNK, EVAL_MASK_SEED, MaskedPredictor, MaskedTabular, TabularJEPAConfig, TokenEncoder
@@ -181,15 +182,23 @@ class VarTJEPA(MaskedTabular, VarJEPA):
         self.reference_smoothing.zero_()
         if held_out is None or not len(held_out):
             return
+        self.fit_reference_smoothing(held_out, seed)
+
+    @torch.no_grad()
+    def fit_reference_smoothing(self, held_out: torch.Tensor, seed: int = 0, grid: tuple[float, ...] = SMOOTHING_GRID) -> float:
+        """Fit (again) the width of ``grid`` that the kept reference rows' aggregate posterior is smoothed by:
+        the one that gives the ``held_out`` rows (or `N_REFERENCE` of them, drawn with ``seed``) the best
+        ELBO (`fit_smoothing`), in eval mode. Returns the width; ``smoothing_curve`` keeps the whole curve."""
         if held_out.ndim != 2 or held_out.shape[1] != self.n_features:
             raise ValueError(f"held-out rows must be packed rows of shape (N, {self.n_features}), got {tuple(held_out.shape)}")
         was_training = self.training
         self.eval()
         loc, scale = (t.flatten(1) for t in self.posterior(self._subset(held_out, seed).to(self.reference_rows.device)))
-        width, self.smoothing_curve = fit_smoothing(loc, scale, *self.reference_posterior())
+        width, self.smoothing_curve = fit_smoothing(loc, scale, *self.reference_posterior(), grid=grid)
         self.reference_smoothing.fill_(width)
         if was_training:
             self.train()
+        return width
 
     @staticmethod
     def _subset(rows: torch.Tensor, seed: int) -> torch.Tensor:
