@@ -63,10 +63,10 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
 def width_list(text: str) -> tuple[float, ...]:
     """``"0,0.5,16,32"`` → sorted distinct widths; refuses negative or non-numeric ones."""
     try:
-        widths = tuple(sorted({float(w) for w in text.split(",") if w.strip()}))
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"widths must be comma-separated numbers, got {text!r}") from None
-    if not widths or any(not w >= 0 for w in widths):
+        widths = tuple(sorted(set(cli.float_list(text))))
+    except argparse.ArgumentTypeError as err:
+        raise argparse.ArgumentTypeError(f"widths must be comma-separated numbers: {err}") from None
+    if any(not w >= 0 for w in widths):
         raise argparse.ArgumentTypeError(f"widths must be >= 0, got {text!r}")
     return widths
 

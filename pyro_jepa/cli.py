@@ -137,14 +137,23 @@ def int_list(value: str) -> list[int]:
     Empty items are skipped; a list with no number, or an item that is not a whole number, is an
     argparse error naming the item, not a traceback.
     """
+    return _number_list(value, int, "whole number")
+
+
+def float_list(value: str) -> list[float]:
+    """`int_list` for real numbers (``"0,0.5,16"`` -> ``[0.0, 0.5, 16.0]``)."""
+    return _number_list(value, float, "number")
+
+
+def _number_list(value: str, kind: type, what: str) -> list:
     numbers = []
     for item in (item.strip() for item in value.split(",")):
         if not item:
             continue
         try:
-            numbers.append(int(item))
+            numbers.append(kind(item))
         except ValueError:
-            raise argparse.ArgumentTypeError(f"expected comma-separated whole numbers, got {item!r} in {value!r}") from None
+            raise argparse.ArgumentTypeError(f"expected comma-separated {what}s, got {item!r} in {value!r}") from None
     if not numbers:
-        raise argparse.ArgumentTypeError(f"expected at least one whole number, got {value!r}")
+        raise argparse.ArgumentTypeError(f"expected at least one {what}, got {value!r}")
     return numbers

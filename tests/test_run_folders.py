@@ -259,6 +259,9 @@ def test_integer_list_flags_parse_or_name_the_bad_item():
         cli.int_list("0,x")
     with pytest.raises(argparse.ArgumentTypeError, match="at least one"):
         cli.int_list(" , ")
+    assert cli.float_list("0, 0.5,,16") == [0.0, 0.5, 16.0]
+    with pytest.raises(argparse.ArgumentTypeError, match="comma-separated numbers, got 'a' in 'a,2'"):
+        cli.float_list("a,2")
     parser = argparse.ArgumentParser()
     parser.add_argument("--seeds", type=cli.int_list, default="0,1")
     assert parser.parse_args([]).seeds == [0, 1]  # string defaults go through the type too
