@@ -166,7 +166,7 @@ def main(argv: list[str] | None = None) -> int:
     torch.set_num_threads(args.threads)
     command = cli.command_line("experiments/training_kl_smoothing.py", argv)
     args.out.mkdir(parents=True, exist_ok=True)
-    io.write_json({"command": command, "args": vars(args), "grid": args.widths, "machine": machine_description()}, args.out / "config.json")
+    io.write_json({"command": command, "args": vars(args), "machine": machine_description()}, args.out / "config.json")
     results, forms = run(args)
     io.write_csv(results, args.out / "smoothing.csv")
     io.write_csv(forms, args.out / "forms.csv")

@@ -185,6 +185,54 @@ def test_aggregate_kl_needs_a_non_negative_weight_and_the_standard_prior(overrid
         VJEConfig(**overrides)
 
 
+@pytest.mark.parametrize("overrides", [{"target_momentum": 1.0}, {"target_momentum": -0.1}, {"target_momentum": 0.99, "stop_gradient": False}])
+def test_target_momentum_needs_a_momentum_below_one_and_stop_gradient(overrides):
+    with pytest.raises(ValueError, match="target_momentum must be in"):
+        VJEConfig(**overrides)
+
+
+def test_target_network_starts_as_the_online_network_and_observes_its_embeddings():
+    torch.manual_seed(3)
+    plain = small_vje(projector_dim=6)
+    torch.manual_seed(3)
+    ema = small_vje(projector_dim=6, target_momentum=0.9)
+    # the option does not change the online network's initial weights
+    for (name, a), (_, b) in zip(plain.named_parameters(), ema.named_parameters()):
+        assert torch.equal(a, b), name
+    # at initialization the target network is the online one, so the loss is the stop-gradient loss ...
+    images = random_images(8).rows
+    losses = []
+    for method in (plain, ema):
+        torch.manual_seed(11)
+        losses.append(method.loss(images, 0))
+    torch.testing.assert_close(losses[0], losses[1])
+    # ... and no gradient reaches the target network
+    losses[1].backward()
+    assert all(p.grad is None and not p.requires_grad for p in ema.target_network.parameters())
+    assert any(p.grad is not None for p in ema.backbone.parameters())
+
+
+def test_target_network_follows_a_cosine_momentum_schedule():
+    method = small_vje(target_momentum=0.9)
+    online = torch.nn.Sequential(method.backbone, method.projector)
+    with torch.no_grad():
+        for p in online.parameters():
+            p.add_(1.0)  # the online weights move one unit away from the target's
+    before = [t.clone() for t in method.target_network.parameters()]
+    method.on_step_end(0, 10)  # momentum 0.9 at the start: the target moves 10 % of the way
+    for t, b, p in zip(method.target_network.parameters(), before, online.parameters()):
+        torch.testing.assert_close(t, b + 0.1 * (p - b))
+    before = [t.clone() for t in method.target_network.parameters()]
+    method.on_step_end(5, 10)  # half way: momentum 1 - 0.1 * (cos(π/2) + 1) / 2 = 0.95
+    for t, b, p in zip(method.target_network.parameters(), before, online.parameters()):
+        torch.testing.assert_close(t, b + 0.05 * (p - b))
+    before = [t.clone() for t in method.target_network.parameters()]
+    method.on_step_end(10, 10)  # the end: momentum 1, the target stays
+    assert all(torch.equal(t, b) for t, b in zip(method.target_network.parameters(), before))
+    # batch-norm statistics are copied, not averaged
+    assert all(torch.equal(t, b) for t, b in zip(method.target_network.buffers(), online.buffers()))
+
+
 def traces(method: VJE, h_a: torch.Tensor, h_b: torch.Tensor):
     args = method.program_args(h_a, h_b)
     guide = poutine.trace(method.guide).get_trace(*args)
@@ -236,10 +284,11 @@ def random_images(n: int, size: int = 8, seed: int = 0) -> ImageData:
     [
         lambda: small_vje(),
         lambda: small_vje(projector_dim=6),
+        lambda: small_vje(target_momentum=0.9),
         lambda: SimSiam(SimSiamConfig(width=4, image_size=8, proj_dim=16, pred_hidden=8)),
         lambda: VICReg(VICRegConfig(width=4, image_size=8, expander_dim=16)),
     ],
-    ids=["vje", "vje-projector", "simsiam", "vicreg"],
+    ids=["vje", "vje-projector", "vje-target-network", "simsiam", "vicreg"],
 )
 def test_trains_through_the_engine(method, tmp_path):
     m = method()

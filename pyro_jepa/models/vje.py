@@ -19,6 +19,7 @@ stop-gradient.
 
 from __future__ import annotations
 
+import copy
 import math
 from dataclasses import dataclass
 from typing import NamedTuple
@@ -73,6 +74,11 @@ class VJEConfig(ImageSSLConfig):
     ``particles``: draws of z per pair in the training ELBO (``Trace_ELBO``'s vectorized
     ``num_particles``); more lower the gradient's variance at the same number of optimizer steps
     (32 make a step about 1.7 × as long as one on the Fashion-MNIST CPU preset, §4e).
+    ``target_momentum``: 0 (default) observes the online network's own embedding of the other view,
+    detached (SimSiam's stop-gradient); in (0, 1) observes a *target network's* embedding instead,
+    an exponential moving average of backbone and projector (BYOL's; the paper leaves stop-gradient
+    and EMA open) whose momentum rises from this value to 1 by a cosine schedule over the run. Training
+    only: held-out losses, scores and probes read the online network.
     """
 
     hidden: int = 512
@@ -91,6 +97,7 @@ class VJEConfig(ImageSSLConfig):
     projector_dim: int = 0
     particles: int = 32
     aggregate_kl: float = 0.0
+    target_momentum: float = 0.0
 
     def __post_init__(self) -> None:
         if self.likelihood not in ("student-t", "gaussian"):
@@ -109,6 +116,9 @@ class VJEConfig(ImageSSLConfig):
             raise ValueError(f"prior_components must be >= 1, got {self.prior_components}")
         if self.aggregate_kl < 0 or (self.aggregate_kl > 0 and self.prior != "standard"):
             raise ValueError(f"aggregate_kl must be >= 0, and needs prior='standard'; got {self.aggregate_kl} with {self.prior!r}")
+        if not 0 <= self.target_momentum < 1 or (self.target_momentum > 0 and not self.stop_gradient):
+            raise ValueError(f"target_momentum must be in [0, 1) (0: no target network), and needs stop_gradient; "
+                             f"got {self.target_momentum} with stop_gradient={self.stop_gradient}")
 
 
 def aggregate_moments(loc: torch.Tensor, scale: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
@@ -161,6 +171,10 @@ class VJE(ImageSSL):
             # Pseudo-embeddings in the modelled space: the backbone's non-negative post-ReLU output, or the projector's.
             self.pseudo_embeddings = nn.Parameter(torch.rand(k, d))
         self.elbo = pyro.infer.Trace_ELBO(num_particles=config.particles, vectorize_particles=config.particles > 1, max_plate_nesting=1)
+        # Built last, as a copy: the online network's initial weights do not depend on whether it exists.
+        self.target_network = None
+        if config.target_momentum:
+            self.target_network = copy.deepcopy(nn.Sequential(self.backbone, self.projector)).requires_grad_(False)
 
     # -- the program ------------------------------------------------------------------------
     def posterior(self, h: torch.Tensor) -> Posterior:
@@ -215,20 +229,21 @@ class VJE(ImageSSL):
             return dist.Normal(z, context.likelihood_scale).to_event(1)
         return dist.StudentT(z.new_tensor(c.df), z, context.likelihood_scale).to_event(1)
 
-    def model(self, h_a: torch.Tensor, h_b: torch.Tensor, post: tuple[Posterior, Posterior]) -> None:
-        h, batch = (h_a, h_b), h_a.shape[0]
+    def model(self, h_a: torch.Tensor, h_b: torch.Tensor, post: tuple[Posterior, Posterior], targets: tuple | None = None) -> None:
+        """``targets``: the observed embeddings of views a and b (default: ``h_a, h_b`` through `target`)."""
+        h, batch = targets or (self.target(h_a), self.target(h_b)), h_a.shape[0]
         with pyro.plate("pairs", batch, dim=-1), weighted(0.5 / batch):
             for name, c, t in DIRECTIONS:
                 with weighted(self.config.kl_weight):
                     z = pyro.sample(f"z_{name}", self.prior(batch, h_a))
-                pyro.sample(f"h_{name}", self.likelihood(z, post[c]), obs=self.target(h[t]))
+                pyro.sample(f"h_{name}", self.likelihood(z, post[c]), obs=h[t])
         if self.config.aggregate_kl > 0:
             # The batch mean of the per-pair KL is I(h; z) + KL(q(z) || p(z)); this adds weight to the second part
             # alone (as β-TCVAE does), with the aggregate posterior q(z) moment-matched by a Gaussian.
             agg = 0.5 * (gaussian_aggregate_kl(post[0].loc, post[0].scale) + gaussian_aggregate_kl(post[1].loc, post[1].scale))
             pyro.factor("aggregate_kl", -self.config.aggregate_kl * agg)
 
-    def guide(self, h_a: torch.Tensor, h_b: torch.Tensor, post: tuple[Posterior, Posterior]) -> None:
+    def guide(self, h_a: torch.Tensor, h_b: torch.Tensor, post: tuple[Posterior, Posterior], targets: tuple | None = None) -> None:
         batch = h_a.shape[0]
         with pyro.plate("pairs", batch, dim=-1), weighted(0.5 / batch):
             for name, c, _ in DIRECTIONS:
@@ -239,8 +254,28 @@ class VJE(ImageSSL):
         """The arguments of `model` and `guide`: posteriors computed once, shared by both."""
         return h_a, h_b, (self.posterior(h_a), self.posterior(h_b))
 
-    def two_view_loss(self, h_a: torch.Tensor, h_b: torch.Tensor) -> torch.Tensor:
-        return self.elbo.differentiable_loss(self.model, self.guide, *self.program_args(h_a, h_b))
+    def two_view_loss(self, h_a: torch.Tensor, h_b: torch.Tensor, targets: tuple | None = None) -> torch.Tensor:
+        return self.elbo.differentiable_loss(self.model, self.guide, *self.program_args(h_a, h_b), targets)
+
+    def loss(self, rows: torch.Tensor, step: int) -> torch.Tensor:
+        if self.target_network is None:
+            return super().loss(rows, step)
+        x_a, x_b = self.augment(rows), self.augment(rows)
+        with torch.no_grad():
+            targets = (self.target_network(x_a), self.target_network(x_b))
+        return self.two_view_loss(self.projector(self.backbone(x_a)), self.projector(self.backbone(x_b)), targets)
+
+    @torch.no_grad()
+    def on_step_end(self, step: int, total_steps: int) -> None:
+        if self.target_network is None:
+            return
+        start = self.config.target_momentum
+        momentum = 1 - (1 - start) * (math.cos(math.pi * min(step / max(total_steps, 1), 1.0)) + 1) / 2
+        online = nn.Sequential(self.backbone, self.projector)
+        for target, param in zip(self.target_network.parameters(), online.parameters()):
+            target.lerp_(param, 1.0 - momentum)
+        for target, buffer in zip(self.target_network.buffers(), online.buffers()):
+            target.copy_(buffer)
 
     # -- evaluation -------------------------------------------------------------------------
     def _sample_z(self, q: Posterior, samples: int, generator: torch.Generator | None) -> torch.Tensor:
