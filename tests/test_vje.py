@@ -214,7 +214,7 @@ def test_target_network_starts_as_the_online_network_and_observes_its_embeddings
 
 def test_target_network_follows_a_cosine_momentum_schedule():
     method = small_vje(target_momentum=0.9)
-    online = torch.nn.Sequential(method.backbone, method.projector)
+    online = method.online_network()
     with torch.no_grad():
         for p in online.parameters():
             p.add_(1.0)  # the online weights move one unit away from the target's
@@ -227,9 +227,12 @@ def test_target_network_follows_a_cosine_momentum_schedule():
     for t, b, p in zip(method.target_network.parameters(), before, online.parameters()):
         torch.testing.assert_close(t, b + 0.05 * (p - b))
     before = [t.clone() for t in method.target_network.parameters()]
+    for buffer in online.buffers():
+        buffer.add_(3)  # batch-norm statistics the target has not seen yet
     method.on_step_end(10, 10)  # the end: momentum 1, the target stays
     assert all(torch.equal(t, b) for t, b in zip(method.target_network.parameters(), before))
     # batch-norm statistics are copied, not averaged
+    assert list(online.buffers()), "the backbone has batch-norm statistics to copy"
     assert all(torch.equal(t, b) for t, b in zip(method.target_network.buffers(), online.buffers()))
 
 

@@ -174,7 +174,7 @@ class VJE(ImageSSL):
         # Built last, as a copy: the online network's initial weights do not depend on whether it exists.
         self.target_network = None
         if config.target_momentum:
-            self.target_network = copy.deepcopy(nn.Sequential(self.backbone, self.projector)).requires_grad_(False)
+            self.target_network = copy.deepcopy(self.online_network()).requires_grad_(False)
 
     # -- the program ------------------------------------------------------------------------
     def posterior(self, h: torch.Tensor) -> Posterior:
@@ -257,13 +257,18 @@ class VJE(ImageSSL):
     def two_view_loss(self, h_a: torch.Tensor, h_b: torch.Tensor, targets: tuple | None = None) -> torch.Tensor:
         return self.elbo.differentiable_loss(self.model, self.guide, *self.program_args(h_a, h_b), targets)
 
+    def online_network(self) -> nn.Sequential:
+        """Backbone then projector: augmented images to the modelled embeddings (what `target_network` averages)."""
+        return nn.Sequential(self.backbone, self.projector)
+
     def loss(self, rows: torch.Tensor, step: int) -> torch.Tensor:
         if self.target_network is None:
             return super().loss(rows, step)
         x_a, x_b = self.augment(rows), self.augment(rows)
         with torch.no_grad():
             targets = (self.target_network(x_a), self.target_network(x_b))
-        return self.two_view_loss(self.projector(self.backbone(x_a)), self.projector(self.backbone(x_b)), targets)
+        online = self.online_network()
+        return self.two_view_loss(online(x_a), online(x_b), targets)
 
     @torch.no_grad()
     def on_step_end(self, step: int, total_steps: int) -> None:
@@ -271,7 +276,7 @@ class VJE(ImageSSL):
             return
         start = self.config.target_momentum
         momentum = 1 - (1 - start) * (math.cos(math.pi * min(step / max(total_steps, 1), 1.0)) + 1) / 2
-        online = nn.Sequential(self.backbone, self.projector)
+        online = self.online_network()
         for target, param in zip(self.target_network.parameters(), online.parameters()):
             target.lerp_(param, 1.0 - momentum)
         for target, buffer in zip(self.target_network.buffers(), online.buffers()):
