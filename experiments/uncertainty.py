@@ -62,6 +62,7 @@ from pyro_jepa.evaluate.selective import (
 from pyro_jepa import cli, io
 from pyro_jepa.benchmarking import cpu_summary
 from pyro_jepa.pipeline import pretrain, pretraining_record, representations
+from pyro_jepa.models.tabular import TabularJEPAConfig
 from pyro_jepa.presets import PRESETS, SETTINGS_NOTES, SETTINGS_OF, VARIANTS, make_preset
 from pyro_jepa.train import resolve_device
 from pyro_jepa.uncertainty import plot_figure3
@@ -91,6 +92,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--default-variant", default="default", help="the variant the goal lines judge")
     p.add_argument("--no-t-jepa", action="store_true", help="skip the T-JEPA baseline")
     p.add_argument("--probe-epochs", type=int, default=50, help="linear-probe epochs (early-stopped on validation)")
+    p.add_argument("--set", action="append", default=[], metavar="FIELD=VALUE", dest="model_set",
+                   help="a field of the model config (pyro_jepa.models.tabular.TabularJEPAConfig) after the preset's, e.g. "
+                   "--set dim=64 (repeatable; recorded in config.json); use its own --checkpoints folder")
     p.add_argument("--masks", type=int, default=8, help="mask draws per row for the mask-averaged scores")
     p.add_argument("--device", default="auto")
     p.add_argument("--threads", type=int, help="torch CPU threads (default: torch's choice)")
@@ -109,6 +113,17 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         p.error(f"--variants must name some of {sorted(VARIANTS)} and include the default variant, got {bad or args.variants}")
     cli.require_positive(p, "--lr", args.lr)
     args.checkpoints = args.checkpoints or args.out / "checkpoints"
+    sets = {}
+    for item in args.model_set:
+        name, sep, text = item.partition("=")
+        try:
+            if not sep:
+                raise ValueError(f"--set {item!r}: expected FIELD=VALUE, e.g. dim=64")
+            sets[name] = cli.config_field(TabularJEPAConfig, name, text, f"--set {item!r}")
+            TabularJEPAConfig(**sets)  # the config's own checks, before anything is written
+        except ValueError as error:
+            p.error(str(error))
+    args.model_set = sets
     return args
 
 
@@ -163,6 +178,7 @@ class Experiment:
 
     def pretrain(self, method: str, variant: str | None, name: str, splits, seed: int):
         model_config, train_config = make_preset(self.args.preset, name, len(splits.train), self.args.epochs, variant=variant or "default")
+        model_config = replace(model_config, **self.args.model_set)
         train_config = replace(train_config, seed=seed, device=self.device, progress=not self.args.no_progress, select="loss",
                                **({"lr": self.args.lr} if self.args.lr is not None else {}))
         folder = f"{method}-seed{seed}" if variant is None else f"{variant}/{method}-seed{seed}"
@@ -294,7 +310,8 @@ def report(args, results: pd.DataFrame, selective: pd.DataFrame, runs: pd.DataFr
         "Var-JEPA Figure 3 (its own budget and protocol, one run).",
         "",
         "Model variants (`pyro_jepa.presets.VARIANTS`; `kl_s_y` None = Table 7's, `score` None = the paper's): "
-        + "; ".join(f"`{v}` = {VARIANTS[v]}" for v in args.variants) + f". The goal lines judge `{args.default_variant}` with its default score.",
+        + "; ".join(f"`{v}` = {VARIANTS[v]}" for v in args.variants) + f". The goal lines judge `{args.default_variant}` with its default score."
+        + (f" Model config fields set on top of the preset (`--set`): {args.model_set}." if args.model_set else ""),
         "",
         *[f"`{stand_in}` ({SETTINGS_NOTES[stand_in]}) takes `{ours}`'s settings; its *paper* numbers are the paper's `{ours}`."
           for stand_in, ours in SETTINGS_OF.items() if stand_in in set(results["dataset"])],

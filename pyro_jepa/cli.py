@@ -13,6 +13,7 @@ A script's ``if __name__ == "__main__"`` block calls ``sys.exit(cli.run(main))``
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import os
 import shlex
 import signal
@@ -129,6 +130,25 @@ def require_positive(p: argparse.ArgumentParser, option: str, value: float | Non
     """``p.error`` unless ``value`` of ``option`` is unset (None) or a positive number (nan is refused)."""
     if value is not None and not value > 0:
         p.error(f"{option} must be a positive number, got {value}")
+
+
+def config_field(config_cls: type, name: str, text: str, flag: str) -> object:
+    """``text`` parsed as the type of the default of field ``name`` of dataclass ``config_cls`` (a bool
+    takes true/false/1/0); ``flag`` starts each error message. Only number, text and bool fields."""
+    defaults = {f.name: getattr(config_cls(), f.name) for f in dataclasses.fields(config_cls)}
+    if name not in defaults:
+        raise ValueError(f"{flag}: {config_cls.__name__} has no field {name!r}; it has {sorted(defaults)}")
+    kind = type(defaults[name])
+    if kind is bool:
+        if text.lower() not in ("true", "false", "1", "0"):
+            raise ValueError(f"{flag}: {name} takes true or false")
+        return text.lower() in ("true", "1")
+    if kind not in (int, float, str):
+        raise ValueError(f"{flag}: {name} is a {kind.__name__}, which this option cannot set")
+    try:
+        return kind(text)
+    except ValueError:
+        raise ValueError(f"{flag}: {name} takes a {kind.__name__}, got {text!r}") from None
 
 
 def int_list(value: str) -> list[int]:

@@ -6,7 +6,7 @@ from __future__ import annotations
 import argparse
 import math
 import sys
-from dataclasses import asdict, dataclass, field, fields, replace
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 
 import numpy as np
@@ -131,20 +131,7 @@ def parse_config_sets(items: list[str]) -> dict[str, dict[str, object]]:
             raise ValueError(f"--set {item!r}: expected METHOD.FIELD=VALUE, e.g. vicreg.cov_coeff=0")
         if method not in IMAGE_METHODS:
             raise ValueError(f"--set {item!r}: unknown method {method!r}; choose from {sorted(IMAGE_METHODS)}")
-        config_cls = IMAGE_METHODS[method][1]
-        defaults = {f.name: getattr(config_cls(), f.name) for f in fields(config_cls)}
-        if name not in defaults:
-            raise ValueError(f"--set {item!r}: {config_cls.__name__} has no field {name!r}; it has {sorted(defaults)}")
-        kind = type(defaults[name])
-        if kind is bool:
-            if text.lower() not in ("true", "false", "1", "0"):
-                raise ValueError(f"--set {item!r}: {name} takes true or false")
-            value: object = text.lower() in ("true", "1")
-        else:
-            try:
-                value = kind(text)
-            except ValueError:
-                raise ValueError(f"--set {item!r}: {name} takes a {kind.__name__}, got {text!r}") from None
+        value = cli.config_field(IMAGE_METHODS[method][1], name, text, f"--set {item!r}")
         sets.setdefault(method, {})[name] = value
     return sets
 

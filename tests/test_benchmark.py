@@ -5,6 +5,7 @@ import json
 import numpy as np
 import pandas as pd
 import pytest
+import torch
 
 from pyro_jepa.distributions.mixture_kl import SMOOTHING_GRID
 
@@ -59,9 +60,13 @@ def test_uncertainty_experiment_writes_figure3_table(tmp_path):
     script = load_script("uncertainty")
     out, report = tmp_path / "unc", tmp_path / "uncertainty.md"
     argv = ["--datasets", "sim", "--max-rows", "300", "--epochs", "2", "--probe-epochs", "2", "--masks", "2", "--seeds", "0,1",
-            "--variants", "paper,hetero", "--default-variant", "paper", "--lr", "4e-3", "--out", str(out), "--report", str(report),
-            "--no-progress"]
+            "--variants", "paper,hetero", "--default-variant", "paper", "--lr", "4e-3", "--set", "dim=16", "--out", str(out),
+            "--report", str(report), "--no-progress"]
     assert script.main(argv) == 0
+    # --set changes the model config of every pre-training (the CPU preset's width is 32) and is recorded
+    weights = torch.load(out / "checkpoints" / "sim" / "hetero" / "var-t-jepa-seed1" / "best.pt", weights_only=True)["method"]
+    assert {value.shape[-1] for key, value in weights.items() if key.endswith(".cls")} == {16}
+    assert json.loads((out / "config.json").read_text())["args"]["model_set"] == {"dim": 16}
     # --lr replaces the preset's rate (1e-3): the warm-up climbs past it
     history = pd.read_csv(out / "checkpoints" / "sim" / "paper" / "var-t-jepa-seed0" / "history.csv")
     assert 1e-3 < history["lr"].max() <= 4e-3
@@ -128,6 +133,16 @@ def test_uncertainty_experiment_refuses_a_bad_learning_rate(lr, capsys):
     with pytest.raises(SystemExit):
         load_script("uncertainty").parse_args(["--lr", lr])
     assert f"--lr must be a positive number, got {float(lr)}" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("item, message", [
+    ("dim", "expected FIELD=VALUE"), ("dim=wide", "dim takes a int, got 'wide'"), ("width=64", "TabularJEPAConfig has no field 'width'"),
+    ("context_ratio=0.5", "context_ratio is a tuple, which this option cannot set"), ("elbo=exact", "elbo must be 'trace' or 'meanfield'"),
+])
+def test_uncertainty_experiment_refuses_a_bad_set(item, message, capsys):
+    with pytest.raises(SystemExit):
+        load_script("uncertainty").parse_args(["--set", item])
+    assert message in capsys.readouterr().err
 
 
 def test_uncertainty_experiment_kmeans_margin_by_hand():

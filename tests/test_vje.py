@@ -15,7 +15,7 @@ from pyro_jepa.distributions import PolarStudentT, fit_smoothing, kl_to_mixture_
 from pyro_jepa.models import VJE, SimSiam, SimSiamConfig, VICReg, VICRegConfig, VJEConfig
 from pyro_jepa.models.image_ssl import ImageSSL
 from pyro_jepa.models import vje as vje_module
-from pyro_jepa.models.vje import SCORES, Posterior, gaussian_aggregate_kl
+from pyro_jepa.models.vje import DIRECTION_ENTROPY_EPS, SCORES, Posterior, direction_entropy, gaussian_aggregate_kl
 from pyro_jepa.train import TrainConfig, fit
 
 
@@ -141,7 +141,8 @@ def mixture_log_prob(method: VJE, z: torch.Tensor) -> torch.Tensor:
      {"directional": "gnomonic", "prior": "mixture"}, {"prior": "vamp", "prior_components": 3},
      {"kl_weight": 0.3}, {"kl_weight": 0.05, "prior": "mixture"}, {"projector_dim": 6},
      {"particles": 3}, {"particles": 2, "prior": "vamp", "prior_components": 3},
-     {"aggregate_kl": 2.0}, {"aggregate_kl": 0.5, "particles": 3}],
+     {"aggregate_kl": 2.0}, {"aggregate_kl": 0.5, "particles": 3},
+     {"marginal_entropy": 1.0}, {"marginal_entropy": 0.3, "particles": 3, "aggregate_kl": 0.5}],
 )
 def test_pyro_elbo_equals_hand_written_symmetric_elbo(overrides):
     method = small_vje(**overrides)
@@ -167,7 +168,34 @@ def test_pyro_elbo_equals_hand_written_symmetric_elbo(overrides):
             q.loc.mean(0), torch.cov(q.loc.T, correction=0) + torch.diag(q.scale.pow(2).mean(0)))
         standard = torch.distributions.MultivariateNormal(torch.zeros(d), torch.eye(d))
         elbo = elbo - 0.5 * method.config.aggregate_kl * torch.distributions.kl_divergence(moments, standard)
+        # the marginal entropy of the online embeddings' directions: a Gaussian's entropy less (d/2) log(2πe)
+        u = math.sqrt(d) * h[c] / h[c].norm(dim=1, keepdim=True)
+        gaussian = torch.distributions.MultivariateNormal(torch.zeros(d), torch.cov(u.T, correction=0) + 1e-4 * torch.eye(d))
+        elbo = elbo + 0.5 * method.config.marginal_entropy * (gaussian.entropy() - 0.5 * d * math.log(2 * math.pi * math.e))
     assert torch.allclose(loss, -elbo, rtol=1e-5, atol=1e-5)
+
+
+def test_direction_entropy_known_answers():
+    d = 4
+    # the 2d directions ±e_i: mean 0, covariance of √d·u exactly I, so the entropy is (d/2) log(1 + ε), its maximum
+    axes = torch.cat([torch.eye(d), -torch.eye(d)])
+    assert direction_entropy(axes).item() == pytest.approx(0.5 * d * math.log(1 + DIRECTION_ENTROPY_EPS), abs=1e-6)
+    # only the directions count: scaling rows by any positive amounts changes nothing
+    scales = torch.tensor([0.01, 3.0, 50.0, 1.0, 2.0, 7.0, 0.5, 1e3])[:, None]
+    assert direction_entropy(scales * axes).item() == pytest.approx(direction_entropy(axes).item(), abs=1e-6)
+    # every row in one direction: the covariance is 0 and only the ridge is left
+    same = torch.rand(1, d).expand(5, d) * torch.arange(1.0, 6.0)[:, None]
+    assert direction_entropy(same).item() == pytest.approx(0.5 * d * math.log(DIRECTION_ENTROPY_EPS), rel=1e-4)
+    # directions spread over 2 of the 4 axes lie in between
+    assert 0.5 * d * math.log(DIRECTION_ENTROPY_EPS) < direction_entropy(axes[[0, 1, 4, 5]]).item() < 0
+
+
+def test_marginal_entropy_spreads_collapsing_embeddings():
+    # the term's gradient moves nearly collinear embeddings apart: the spread of their directions grows
+    h = (torch.tensor([[1.0, 0.0, 0.0]]) + 0.01 * torch.randn(16, 3, generator=torch.Generator().manual_seed(0))).requires_grad_()
+    before = direction_entropy(h)
+    before.backward()
+    assert direction_entropy(h.detach() + 1e-3 * h.grad).item() > before.item()
 
 
 def test_gaussian_aggregate_kl_known_answers():
@@ -183,6 +211,11 @@ def test_gaussian_aggregate_kl_known_answers():
 def test_aggregate_kl_needs_a_non_negative_weight_and_the_standard_prior(overrides):
     with pytest.raises(ValueError, match="aggregate_kl must be >= 0, and needs prior='standard'"):
         VJEConfig(**overrides)
+
+
+def test_marginal_entropy_needs_a_non_negative_weight():
+    with pytest.raises(ValueError, match="marginal_entropy must be >= 0"):
+        VJEConfig(marginal_entropy=-0.5)
 
 
 @pytest.mark.parametrize("overrides", [{"target_momentum": 1.0}, {"target_momentum": -0.1}, {"target_momentum": 0.99, "stop_gradient": False}])

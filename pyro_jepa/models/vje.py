@@ -44,6 +44,9 @@ PRIORS = ("standard", "mixture", "vamp")
 SCORES = ("neg_elbo", "neg_loglik", "kl", "typicality", "kl_training", "kl_training_gaussian", "neg_evidence", "elbo_two_sided", "mean_sigma", "entropy")
 # Entries of one (test chunk × reference × d) block in `VJE.evidence`: bounds its memory.
 EVIDENCE_BLOCK = 2**24
+# Ridge of `direction_entropy`'s covariance: keeps the log-determinant finite when a batch has fewer
+# images than dimensions or the directions collapse.
+DIRECTION_ENTROPY_EPS = 1e-4
 
 
 @dataclass
@@ -71,6 +74,11 @@ class VJEConfig(ImageSSLConfig):
     ``aggregate_kl``: γ ≥ 0, extra weight on KL(q(z) || p(z)) for the batch's aggregate posterior q(z),
     moment-matched by a Gaussian (β-TCVAE's split of the KL; standard prior only). Measured on CIFAR-10
     it pulls the posteriors towards the prior and lowers the k-NN accuracy (docs/results/vje.md §4g); 0 is off.
+    ``marginal_entropy``: γ ≥ 0, weight on the Gaussian maximum-entropy estimate of the marginal entropy of the
+    modelled embeddings' directions, ½ log det(Cov_batch(√d·u) + εI) per pair (`direction_entropy`), on the
+    online embeddings of both views. The conditional ELBO bounds −H(h_t | h_c) only; γ = 1 adds the marginal
+    H(h_t) at the weight the mutual information I(h_c; h_t) = H(h_t) − H(h_t | h_c) gives it. It acts like
+    VICReg's covariance term (and is, in that sense, a decorrelation term the paper does not have); 0 is off.
     ``particles``: draws of z per pair in the training ELBO (``Trace_ELBO``'s vectorized
     ``num_particles``); more lower the gradient's variance at the same number of optimizer steps
     (32 make a step about 1.7 × as long as one on the Fashion-MNIST CPU preset, §4e).
@@ -97,6 +105,7 @@ class VJEConfig(ImageSSLConfig):
     projector_dim: int = 0
     particles: int = 32
     aggregate_kl: float = 0.0
+    marginal_entropy: float = 0.0
     target_momentum: float = 0.0
 
     def __post_init__(self) -> None:
@@ -116,6 +125,8 @@ class VJEConfig(ImageSSLConfig):
             raise ValueError(f"prior_components must be >= 1, got {self.prior_components}")
         if self.aggregate_kl < 0 or (self.aggregate_kl > 0 and self.prior != "standard"):
             raise ValueError(f"aggregate_kl must be >= 0, and needs prior='standard'; got {self.aggregate_kl} with {self.prior!r}")
+        if not self.marginal_entropy >= 0:
+            raise ValueError(f"marginal_entropy must be >= 0 (0: off), got {self.marginal_entropy}")
         if not 0 <= self.target_momentum < 1 or (self.target_momentum > 0 and not self.stop_gradient):
             raise ValueError(f"target_momentum must be in [0, 1) (0: no target network), and needs stop_gradient; "
                              f"got {self.target_momentum} with stop_gradient={self.stop_gradient}")
@@ -133,6 +144,16 @@ def gaussian_aggregate_kl(loc: torch.Tensor, scale: torch.Tensor) -> torch.Tenso
     """KL(N(m, C) || N(0, I)) for the Gaussian with the `aggregate_moments` of the batch's posteriors."""
     mean, cov = aggregate_moments(loc, scale)
     return 0.5 * (cov.diagonal().sum() + mean.pow(2).sum() - loc.shape[1] - torch.linalg.slogdet(cov)[1])
+
+
+def direction_entropy(h: torch.Tensor, eps: float = DIRECTION_ENTROPY_EPS) -> torch.Tensor:
+    """½ log det(C + εI) for the batch covariance C of the directions √d·h/‖h‖ of ``h (B, d)``: the
+    entropy of the Gaussian with the directions' moments, less its constant (d/2) log(2πe). At most 0,
+    which it reaches for isotropic directions (C = I); −∞ as they collapse onto fewer dimensions."""
+    direction = math.sqrt(h.shape[-1]) * polar(h)[0]
+    centred = direction - direction.mean(0)
+    cov = centred.T @ centred / len(h)
+    return 0.5 * torch.linalg.slogdet(cov + eps * torch.eye(h.shape[-1], dtype=h.dtype, device=h.device))[1]
 
 
 class Posterior(NamedTuple):
@@ -242,6 +263,9 @@ class VJE(ImageSSL):
             # alone (as β-TCVAE does), with the aggregate posterior q(z) moment-matched by a Gaussian.
             agg = 0.5 * (gaussian_aggregate_kl(post[0].loc, post[0].scale) + gaussian_aggregate_kl(post[1].loc, post[1].scale))
             pyro.factor("aggregate_kl", -self.config.aggregate_kl * agg)
+        if self.config.marginal_entropy > 0:
+            entropy = 0.5 * (direction_entropy(h_a) + direction_entropy(h_b))
+            pyro.factor("marginal_entropy", self.config.marginal_entropy * entropy)
 
     def guide(self, h_a: torch.Tensor, h_b: torch.Tensor, post: tuple[Posterior, Posterior], targets: tuple | None = None) -> None:
         batch = h_a.shape[0]
