@@ -26,7 +26,8 @@ table makes predictable (`feature_predictability`: each feature regressed on the
 Writes ``results.csv`` (one row per dataset, seed, variant and score), ``selective.csv``,
 ``config.json`` and Figure-3 PNGs into ``--out`` and the Markdown report ``--report``. Reruns resume
 finished pre-training (``--checkpoints``: ``DATASET/VARIANT/var-t-jepa-seedK`` and ``DATASET/t-jepa-seedK``);
-the settings of a checkpoint folder are checked before it is reused.
+the settings of a checkpoint folder are checked before it is reused. ``--set FIELD=VALUE`` changes a
+field of the model config on top of the preset (e.g. ``--set dim=64``, the paper's width).
 """
 
 from __future__ import annotations
