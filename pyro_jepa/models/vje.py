@@ -148,8 +148,8 @@ def gaussian_aggregate_kl(loc: torch.Tensor, scale: torch.Tensor) -> torch.Tenso
 
 def direction_entropy(h: torch.Tensor, eps: float = DIRECTION_ENTROPY_EPS) -> torch.Tensor:
     """½ log det(C + εI) for the batch covariance C of the directions √d·h/‖h‖ of ``h (B, d)``: the
-    entropy of the Gaussian with the directions' moments, less its constant (d/2) log(2πe). At most 0,
-    which it reaches for isotropic directions (C = I); −∞ as they collapse onto fewer dimensions."""
+    entropy of the Gaussian with the directions' moments, less its constant (d/2) log(2πe). At most
+    (d/2) log(1 + ε) ≈ 0, for isotropic directions (C = I); down to (d/2) log ε as they collapse onto one."""
     direction = math.sqrt(h.shape[-1]) * polar(h)[0]
     centred = direction - direction.mean(0)
     cov = centred.T @ centred / len(h)
