@@ -62,8 +62,8 @@ from pyro_jepa.evaluate.selective import (
 )
 from pyro_jepa import cli, io
 from pyro_jepa.benchmarking import cpu_summary
-from pyro_jepa.pipeline import pretrain, pretraining_record, representations
 from pyro_jepa.models.tabular import TabularJEPAConfig
+from pyro_jepa.pipeline import pretrain, pretraining_record, representations
 from pyro_jepa.presets import PRESETS, SETTINGS_NOTES, SETTINGS_OF, VARIANTS, make_preset
 from pyro_jepa.train import resolve_device
 from pyro_jepa.uncertainty import plot_figure3
@@ -114,17 +114,10 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         p.error(f"--variants must name some of {sorted(VARIANTS)} and include the default variant, got {bad or args.variants}")
     cli.require_positive(p, "--lr", args.lr)
     args.checkpoints = args.checkpoints or args.out / "checkpoints"
-    sets = {}
-    for item in args.model_set:
-        name, sep, text = item.partition("=")
-        try:
-            if not sep:
-                raise ValueError(f"--set {item!r}: expected FIELD=VALUE, e.g. dim=64")
-            sets[name] = cli.config_field(TabularJEPAConfig, name, text, f"--set {item!r}")
-            TabularJEPAConfig(**sets)  # the config's own checks, before anything is written
-        except ValueError as error:
-            p.error(str(error))
-    args.model_set = sets
+    try:
+        args.model_set = cli.config_fields(TabularJEPAConfig, args.model_set)
+    except ValueError as error:
+        p.error(str(error))
     return args
 
 

@@ -151,6 +151,19 @@ def config_field(config_cls: type, name: str, text: str, flag: str) -> object:
         raise ValueError(f"{flag}: {name} takes a {kind.__name__}, got {text!r}") from None
 
 
+def config_fields(config_cls: type, items: Sequence[str], flag: str = "--set") -> dict[str, object]:
+    """``["dim=64", ...]`` as ``{"dim": 64}`` for fields of dataclass ``config_cls`` (`config_field`; the later
+    of two settings wins), then checked by the config itself; a ValueError names what is wrong."""
+    sets: dict[str, object] = {}
+    for item in items:
+        name, sep, text = item.partition("=")
+        if not sep:
+            raise ValueError(f"{flag} {item!r}: expected FIELD=VALUE, FIELD a field of {config_cls.__name__}")
+        sets[name] = config_field(config_cls, name, text, f"{flag} {item!r}")
+    config_cls(**sets)  # the config's own checks, before anything is written
+    return sets
+
+
 def int_list(value: str) -> list[int]:
     """An argparse ``type`` for a comma-separated list of whole numbers (``"0,1,2"`` -> ``[0, 1, 2]``).
 

@@ -21,7 +21,7 @@ import torch
 from sklearn.decomposition import PCA
 from sklearn.preprocessing import StandardScaler
 
-from pyro_jepa.cli import config_field
+from pyro_jepa.cli import config_fields
 from pyro_jepa.data import load_dataset
 from pyro_jepa.evaluate.ambiguity import supervised_ceiling
 from pyro_jepa.evaluate.metrics import roc_auc, spearman
@@ -50,7 +50,7 @@ def main(data_dir, dataset, seeds, checkpoints, out_csv, epochs=None, sets=()):
     splits = load_dataset(dataset, data_dir=Path(data_dir), seed=0)
     u_train, u_test = splits.train.ambiguity.numpy(), splits.test.ambiguity.numpy()
     high = u_test >= np.quantile(u_test, 0.75)
-    fields = {name: config_field(TabularJEPAConfig, name, text, item) for item in sets for name, _, text in [item.partition("=")]}
+    fields = config_fields(TabularJEPAConfig, sets, "FIELD=VALUE")
     raw = supervised_ceiling(splits.train.rows.numpy(), u_train, splits.test.rows.numpy(), u_test)
     rows = []
     for seed in seeds:
