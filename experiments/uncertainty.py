@@ -176,7 +176,12 @@ class Experiment:
         train_config = replace(train_config, seed=seed, device=self.device, progress=not self.args.no_progress, select="loss",
                                **({"lr": self.args.lr} if self.args.lr is not None else {}))
         folder = f"{method}-seed{seed}" if variant is None else f"{variant}/{method}-seed{seed}"
-        model, fit = pretrain(method, splits, model_config, train_config, self.args.checkpoints / name / folder, resume=True)
+        try:
+            model, fit = pretrain(method, splits, model_config, train_config, self.args.checkpoints / name / folder, resume=True)
+        except io.CheckpointError as err:
+            # The engine's advice names the training script's flags; here reuse is always on, so the way out is another folder.
+            raise io.CheckpointError(f"{err}. For experiments/uncertainty.py: point --checkpoints at another folder "
+                                     "(its pre-training is reused whenever the settings match)") from None
         model.eval()
         record = pretraining_record(model, fit)
         self.runs.append({"dataset": name, "seed": seed, "method": method, "variant": variant or "-", "epochs": train_config.epochs,

@@ -62,11 +62,11 @@ class SavedRunError(ValueError):
 # -- the uncertainty score --------------------------------------------------------------------------
 
 
-# The scores a saved model may report: computed from the row alone (``training-kl`` also reads the
+# The scores a saved model may report: computed from the row alone (``training-kl`` and ``trimmed-kl`` also read the
 # training rows saved with the weights). The mask-averaged scores (``prior-std``, ``predictive-*``,
 # T-JEPA's ``prediction-error``) draw mask sizes per chunk of rows, so a row's value would depend on
 # the rows scored with it.
-ROW_LOCAL_SCORES = ("posterior-mean", "posterior-q90", "posterior-entropy", "decoder-scale", "training-kl")
+ROW_LOCAL_SCORES = ("posterior-mean", "posterior-q90", "posterior-entropy", "decoder-scale", "training-kl", "trimmed-kl")
 
 
 def default_score(method: SSLMethod) -> str | None:

@@ -56,7 +56,7 @@ def test_benchmark_writes_report_and_resumes_without_recomputing(tmp_path):
     assert (out / "embeddings" / "sim" / "var-t-jepa-seed0.npz").stat().st_mtime_ns == stamp
 
 
-def test_uncertainty_experiment_writes_figure3_table(tmp_path):
+def test_uncertainty_experiment_writes_figure3_table(tmp_path, capsys):
     script = load_script("uncertainty")
     out, report = tmp_path / "unc", tmp_path / "uncertainty.md"
     argv = ["--datasets", "sim", "--max-rows", "300", "--epochs", "2", "--probe-epochs", "2", "--masks", "2", "--seeds", "0,1",
@@ -87,6 +87,13 @@ def test_uncertainty_experiment_writes_figure3_table(tmp_path):
     text = report.read_text()
     assert "| Var-T-JEPA | paper | posterior-q90 |" in text and "0.640" in text  # the paper's SIM Spearman beside ours
     assert "Supervised ceiling" in text and "Goal (default score" in text
+    # checkpoints trained with other model fields are refused, with the advice that fits this script
+    argv[argv.index("dim=16")] = "dim=8"
+    argv[argv.index(str(out))] = str(tmp_path / "unc-dim8")
+    argv += ["--checkpoints", str(out / "checkpoints")]
+    assert script.main(argv) == 2
+    err = capsys.readouterr().err
+    assert "model.dim: 16 when started, 8 now" in err and "point --checkpoints at another folder" in err
 
 
 def test_smoothing_ablation_reports_every_width_and_the_fitted_one(tmp_path):
@@ -101,9 +108,9 @@ def test_smoothing_ablation_reports_every_width_and_the_fitted_one(tmp_path):
     assert results["spearman"].abs().le(1).all() and results[["roc_auc", "within_class_roc_auc"]].stack().between(0, 1).all()
     assert "fitted width (default)" in (out / "smoothing.md").read_text() and (out / "smoothing.png").stat().st_size > 0
     forms = pd.read_csv(out / "forms.csv").set_index("score")
-    assert len(forms) == 4 and forms[["roc_auc"]].stack().between(0, 1).all()
-    # The fitted width's row of the width table is the default form's row here.
-    assert np.isclose(forms.loc["training-kl (default)", "spearman"], fitted["spearman"].iloc[0])
+    assert len(forms) == 5 and forms[["roc_auc"]].stack().between(0, 1).all()
+    # The fitted width's row of the width table is training-kl's row of the forms.
+    assert np.isclose(forms.loc["training-kl (fitted width)", "spearman"], fitted["spearman"].iloc[0])
     assert "−ELBO, unit weights" in (out / "smoothing.md").read_text()
     # --widths: the same models, the width fitted again over the given widths (here beyond the default grid)
     argv[argv.index("--out") + 1] = str(tmp_path / "smoothing-wide")
@@ -113,7 +120,7 @@ def test_smoothing_ablation_reports_every_width_and_the_fitted_one(tmp_path):
     assert wide.loc[wide["fitted"], "validation_mean_kl"].iloc[0] == wide["validation_mean_kl"].min()
     assert wide.set_index("width").loc[2.0, "validation_mean_kl"] == pytest.approx(results.set_index("width").loc[2.0, "validation_mean_kl"])
     wide_forms = pd.read_csv(tmp_path / "smoothing-wide" / "forms.csv").set_index("score")
-    assert np.isclose(wide_forms.loc["training-kl (default)", "spearman"], wide.loc[wide["fitted"], "spearman"].iloc[0])
+    assert np.isclose(wide_forms.loc["training-kl (fitted width)", "spearman"], wide.loc[wide["fitted"], "spearman"].iloc[0])
     argv[argv.index("--out") + 1] = str(tmp_path / "smoothing-hetero")
     # --variant reads (or trains) that variant's runs, beside the default's
     assert load_script("training_kl_smoothing").main([*argv, "--variant", "hetero"]) == 0

@@ -8,7 +8,7 @@ import pytest
 import torch
 
 from pyro_jepa.data.masks import Masks
-from pyro_jepa.distributions import kl_to_mixture_bound, smoothed_scale
+from pyro_jepa.distributions import kl_to_mixture_bound, smoothed_scale, typical_rows
 from pyro_jepa.distributions.mixture_kl import SMOOTHING_GRID
 from pyro_jepa.models import TJEPA, TabularJEPAConfig, VarTJEPA
 from pyro_jepa.models.scores import ROW_SCORES, aggregate_std
@@ -191,6 +191,52 @@ def test_training_kl_smooths_the_aggregate_posterior_by_the_width_fitted_on_held
     assert float(model.reference_smoothing) == 0.0
     with pytest.raises(ValueError, match="held-out rows must be packed rows"):
         model.set_reference(reference, held_out=held_out[:, :2])
+
+
+def test_typical_rows_keeps_the_bulk_and_the_trimmed_mixture_flags_a_common_contaminant():
+    # 60 posteriors at the origin (the bulk) and 40 at a distant point (a common contaminant), 3-d, each jittered by
+    # much less than its std: every row of a cluster is as typical as the next, so only the clusters' sizes decide.
+    gen = torch.Generator().manual_seed(0)
+    far = torch.tensor([6.0, 0.0, 0.0])
+    loc = torch.cat([0.01 * torch.randn(60, 3, generator=gen), far + 0.01 * torch.randn(40, 3, generator=gen)])
+    scale = torch.full((100, 3), 0.3)
+    mix_scale = smoothed_scale(scale, 1.0)
+    for share in (0.5, 0.25):
+        keep = typical_rows(loc, scale, mix_scale, share)
+        assert len(keep) == round(100 * share) and (keep < 60).all() and (keep.diff() > 0).all()
+    # A row like the contaminants: typical to the whole mixture (about log(100/40) nats), far from the trimmed one.
+    rows, row_scale = torch.stack([torch.zeros(3), far]), torch.full((2, 3), 0.3)
+    whole = kl_to_mixture_bound(rows, row_scale, loc, mix_scale)
+    trimmed = kl_to_mixture_bound(rows, row_scale, loc[keep], mix_scale[keep])
+    assert whole[1] - whole[0] < 1.5 and trimmed[1] - trimmed[0] > 50
+    same = typical_rows(loc, scale, mix_scale, 0.25, seed=0)
+    torch.testing.assert_close(same, keep)  # seeded
+    with pytest.raises(ValueError, match="share must be in"):
+        typical_rows(loc, scale, mix_scale, 0.0)
+    with pytest.raises(ValueError, match="of one shape"):
+        typical_rows(loc, scale[:, :2], mix_scale, 0.5)
+
+
+def test_trimmed_kl_is_training_kl_against_the_typical_reference_rows(schema, table, monkeypatch):
+    monkeypatch.setattr("pyro_jepa.models.var_t_jepa.TRIMMED_SHARE", 0.5)
+    torch.manual_seed(0)
+    model = VarTJEPA(schema, replace(SMALL, decoder_scale="row")).eval()
+    reference, held_out, rows = table.rows[:20], table.rows[20:40], table.rows[40:46]
+    model.set_reference(reference, held_out=held_out)
+    score = model.scores(rows, ["trimmed-kl"])["trimmed-kl"]
+    ref_loc, ref_scale = (t.flatten(1) for t in model.posterior(reference))
+    smoothed = smoothed_scale(ref_scale, float(model.reference_smoothing))
+    keep = typical_rows(ref_loc, ref_scale, smoothed, 0.5)
+    assert len(keep) == 10
+    loc, scale = (t.flatten(1) for t in model.posterior(rows))
+    torch.testing.assert_close(score, kl_to_mixture_bound(loc, scale, ref_loc[keep], smoothed[keep]))
+    torch.testing.assert_close(model.reference_typical, keep)  # kept for the next chunk of rows ...
+    model.train()
+    assert model.reference_typical is None  # ... until the weights may change
+    model.eval()
+    torch.testing.assert_close(model.trimmed_kl(loc, scale, width=0.0), kl_to_mixture_bound(
+        loc, scale, ref_loc[typical_rows(ref_loc, ref_scale, ref_scale, 0.5)], ref_scale[typical_rows(ref_loc, ref_scale, ref_scale, 0.5)]))
+    assert model.reference_typical is None  # another width is not cached
 
 
 def test_predictive_nll_is_the_decoded_predictor_mean_scored_at_hidden_features(schema, table):

@@ -68,6 +68,27 @@ def smoothed_scale(mix_scale: torch.Tensor, width: float) -> torch.Tensor:
     return (mix_scale.pow(2) + (width * mix_scale.median()).pow(2)).sqrt()
 
 
+def typical_rows(loc: torch.Tensor, scale: torch.Tensor, mix_scale: torch.Tensor, share: float, seed: int = 0) -> torch.Tensor:
+    """Indices (sorted) of the ``share`` of K rows whose posteriors ``N(loc_k, scale_k²)`` ``(K, d)`` are most typical of
+    the others': the rows are split in two halves by a permutation seeded by ``seed``, each row's `kl_to_mixture_bound`
+    to the mixture of the *other* half's components (scales ``mix_scale``, e.g. `smoothed_scale`) is its atypicality,
+    and the ``share`` with the lowest are kept. Cross-fitted, so that no row meets its own component.
+
+    A robust (trimmed) estimate of where the bulk of the rows' posteriors sits when some rows are contaminated: an
+    aggregate posterior of the kept rows has no mass where only atypical rows sit, however many there are."""
+    if not 0 < share <= 1:
+        raise ValueError(f"share must be in (0, 1], got {share}")
+    if loc.shape != scale.shape or scale.shape != mix_scale.shape or loc.ndim != 2 or len(loc) < 2:
+        raise ValueError(f"expected loc, scale and mix_scale of one shape (K >= 2, d), got {tuple(loc.shape)}, "
+                         f"{tuple(scale.shape)}, {tuple(mix_scale.shape)}")
+    order = torch.randperm(len(loc), generator=torch.Generator().manual_seed(seed)).to(loc.device)
+    halves = order[: len(order) // 2], order[len(order) // 2:]
+    atypicality = torch.empty(len(loc), dtype=torch.float64, device=loc.device)
+    for mine, other in (halves, halves[::-1]):
+        atypicality[mine] = kl_to_mixture_bound(loc[mine], scale[mine], loc[other], mix_scale[other]).double()
+    return atypicality.argsort()[: max(1, round(share * len(loc)))].sort().values
+
+
 def fit_smoothing(
     loc: torch.Tensor, scale: torch.Tensor, mix_loc: torch.Tensor, mix_scale: torch.Tensor, grid=SMOOTHING_GRID
 ) -> tuple[float, dict[float, float]]:

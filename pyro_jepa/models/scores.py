@@ -34,6 +34,9 @@ ROW_SCORES: dict[str, str] = {
     "training-kl": "KL from the row's target posterior to the aggregate posterior of (up to 8,192) training rows, smoothed "
     "by the width that gives the validation rows the best ELBO: the ELBO's KL term under the best prior of that family "
     "(a Jensen bound); how far the row's latent sits from every training row's",
+    "trimmed-kl": "training-kl against the aggregate posterior of only the most typical quarter of those training rows "
+    "(cross-fitted: each row's training-kl to the other half's mixture ranks them): rows unlike the bulk of the training "
+    "rows score high even where many atypical training rows sit (the default's score)",
     "prediction-error": "T-JEPA's squared latent prediction error at hidden features, over masks",
 }
 PAPER_SCORES = ("posterior-mean", "posterior-q90")

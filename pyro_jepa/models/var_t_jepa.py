@@ -35,7 +35,7 @@ from torch import nn
 
 from ..data.masks import Masks
 from ..data.tabular import TabularSchema
-from ..distributions import MixedTabular, TargetTokenNormal, fit_smoothing, kl_to_mixture_bound, smoothed_scale
+from ..distributions import MixedTabular, TargetTokenNormal, fit_smoothing, kl_to_mixture_bound, smoothed_scale, typical_rows
 from ..distributions.mixture_kl import SMOOTHING_GRID
 from ..nn import AttentionPooling, GaussianHead, TabularDecoder, mlp, scatter_tokens
 from .scores import aggregate_std, check_score_names
@@ -44,6 +44,9 @@ from .var_jepa import VarJEPA, standard_normal
 
 # The `training-kl` score compares a row's posterior with those of at most this many training rows.
 N_REFERENCE = 8192
+# The share of them, the most typical, whose aggregate posterior the `trimmed-kl` score compares with. Screened at
+# 0.5 and 0.25 (docs/results/uncertainty_notes.md, round 14); 0.25 ranked MNIST-7x7's corrupted rows best.
+TRIMMED_SHARE = 0.25
 
 
 class VarTJEPA(MaskedTabular, VarJEPA):
@@ -96,8 +99,9 @@ class VarTJEPA(MaskedTabular, VarJEPA):
         # for them per chunk); dropped whenever the weights may change (`_forget_reference_posterior`).
         self.register_buffer("reference_loc", None, persistent=False)
         self.register_buffer("reference_scale", None, persistent=False)
+        self.register_buffer("reference_typical", None, persistent=False)  # the rows `trimmed-kl` keeps, likewise
         self.score_names = ("posterior-mean", "posterior-q90", "posterior-entropy", "prior-std", "predictive-nll", "predictive-kl", "predictive-mse",
-                            "reconstruction-nll", "training-kl") + (
+                            "reconstruction-nll", "training-kl", "trimmed-kl") + (
             ("predictive-scale", "decoder-scale") if row_scale else ()
         )
 
@@ -209,7 +213,7 @@ class VarTJEPA(MaskedTabular, VarJEPA):
         return rows[keep.sort().values.to(rows.device)]
 
     def _forget_reference_posterior(self) -> None:
-        self.reference_loc = self.reference_scale = None
+        self.reference_loc = self.reference_scale = self.reference_typical = None
 
     def train(self, mode: bool = True) -> VarTJEPA:
         """`nn.Module.train`; also drops the reference rows' cached posteriors, as training changes the weights."""
@@ -227,6 +231,22 @@ class VarTJEPA(MaskedTabular, VarJEPA):
         mix_loc, mix_scale = self.reference_posterior()
         mix_scale = smoothed_scale(mix_scale, float(self.reference_smoothing) if width is None else width)
         return kl_to_mixture_bound(loc.flatten(1), scale.flatten(1), mix_loc, mix_scale)
+
+    @torch.no_grad()
+    def trimmed_kl(self, loc: torch.Tensor, scale: torch.Tensor, width: float | None = None) -> torch.Tensor:
+        """`training_kl` against the aggregate posterior of only the `TRIMMED_SHARE` most typical reference rows
+        (`typical_rows`, cross-fitted at the same width), per row ``(N,)``. Corrupted or ambiguous training rows are
+        common in some tables; where they sit the full aggregate posterior has mass, and `training_kl` calls a row
+        like them typical. The trimmed one keeps rising with the distance from the bulk of the training rows."""
+        fitted = width is None
+        mix_loc, own_scale = self.reference_posterior()
+        mix_scale = smoothed_scale(own_scale, float(self.reference_smoothing) if fitted else width)
+        keep = self.reference_typical if fitted and not self.training else None
+        if keep is None:
+            keep = typical_rows(mix_loc, own_scale, mix_scale, TRIMMED_SHARE)
+            if fitted:
+                self.reference_typical = keep
+        return kl_to_mixture_bound(loc.flatten(1), scale.flatten(1), mix_loc[keep], mix_scale[keep])
 
     def reference_posterior(self) -> tuple[torch.Tensor, torch.Tensor]:
         """The reference rows' flattened posterior loc and scale ``(K, T·d)`` (unsmoothed), cached in eval mode."""
@@ -288,7 +308,7 @@ class VarTJEPA(MaskedTabular, VarJEPA):
         ``predictive-nll``, ``predictive-scale``, ``predictive-kl``, ``predictive-mse``) average ``n_masks`` training-like mask draws seeded by
         ``seed`` (the same rows give the same scores; mask sizes are drawn per chunk of rows)."""
         names = check_score_names(names, self.score_names, self.name)
-        needs_posterior = any(n.startswith("posterior-") or n in ("decoder-scale", "reconstruction-nll", "training-kl") for n in names)
+        needs_posterior = any(n.startswith("posterior-") or n in ("decoder-scale", "reconstruction-nll", "training-kl", "trimmed-kl") for n in names)
         return self._scores(rows, names, n_masks, seed, self.posterior(rows) if needs_posterior else None)
 
     @torch.no_grad()
@@ -313,6 +333,8 @@ class VarTJEPA(MaskedTabular, VarJEPA):
                 out["reconstruction-nll"] = -MixedTabular(*self.decode("y", loc), self.cardinalities).feature_log_prob(rows).mean(-1)
             if "training-kl" in names:
                 out["training-kl"] = self.training_kl(loc, scale)
+            if "trimmed-kl" in names:
+                out["trimmed-kl"] = self.trimmed_kl(loc, scale)
         masked = ("prior-std", "predictive-nll", "predictive-scale", "predictive-kl", "predictive-mse")
         if any(n in masked for n in names):
             values = self.mask_average(rows, self._masked_scores, n_masks, seed)
