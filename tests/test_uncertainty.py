@@ -237,6 +237,12 @@ def test_trimmed_kl_is_training_kl_against_the_typical_reference_rows(schema, ta
     torch.testing.assert_close(model.trimmed_kl(loc, scale, width=0.0), kl_to_mixture_bound(
         loc, scale, ref_loc[typical_rows(ref_loc, ref_scale, ref_scale, 0.5)], ref_scale[typical_rows(ref_loc, ref_scale, ref_scale, 0.5)]))
     assert model.reference_typical is None  # another width is not cached
+    model.trimmed_kl(loc, scale)
+    model.fit_reference_smoothing(held_out, grid=(64.0,))  # a refitted width ranks the rows again
+    assert model.reference_typical is None
+    smoothed = smoothed_scale(ref_scale, 64.0)
+    keep = typical_rows(ref_loc, ref_scale, smoothed, 0.5)
+    torch.testing.assert_close(model.trimmed_kl(loc, scale), kl_to_mixture_bound(loc, scale, ref_loc[keep], smoothed[keep]))
 
 
 def test_predictive_nll_is_the_decoded_predictor_mean_scored_at_hidden_features(schema, table):

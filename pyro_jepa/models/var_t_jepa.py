@@ -200,6 +200,7 @@ class VarTJEPA(MaskedTabular, VarJEPA):
         loc, scale = (t.flatten(1) for t in self.posterior(self._subset(held_out, seed).to(self.reference_rows.device)))
         width, self.smoothing_curve = fit_smoothing(loc, scale, *self.reference_posterior(), grid=grid)
         self.reference_smoothing.fill_(width)
+        self.reference_typical = None  # `trimmed-kl` ranks the reference rows at this width
         if was_training:
             self.train()
         return width
