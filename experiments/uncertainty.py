@@ -9,7 +9,7 @@ keeping the epoch with the best validation loss after the KL warm-up (label-free
 pick the model whose uncertainty is judged), and scores every test row by every per-row score of the
 model (``method.scores``: the paper's posterior-std aggregates, the conditional-prior std, the
 masked-feature predictive NLL, the heteroscedastic decoder's scales, the KL to the training rows'
-aggregate posterior; T-JEPA's prediction error).
+aggregate posterior, of all of them or of the most typical quarter; T-JEPA's prediction error).
 
 For each score: Spearman with u, ROC AUC for detecting u >= q75, AURC of abstaining by it for a linear
 probe on the representation, and the AUROC of the score for the probe's errors. Beside them: the
