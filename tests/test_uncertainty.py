@@ -85,8 +85,9 @@ def test_var_t_jepa_scores_one_api(schema, table, decoder_scale):
     torch.manual_seed(0)
     model = VarTJEPA(schema, replace(SMALL, decoder_scale=decoder_scale)).eval()
     rows = table.rows[:7]
-    with pytest.raises(ValueError, match="set_reference"):
-        model.scores(rows, ["training-kl"])
+    for name in ("training-kl", "trimmed-kl"):
+        with pytest.raises(ValueError, match="need training rows: call set_reference"):
+            model.scores(rows, [name])
     model.set_reference(table.rows[7:20])
     scores = model.scores(rows, n_masks=2, seed=5)
     assert list(scores) == list(model.score_names) and set(model.score_names) <= set(ROW_SCORES)
@@ -215,6 +216,9 @@ def test_typical_rows_keeps_the_bulk_and_the_trimmed_mixture_flags_a_common_cont
         typical_rows(loc, scale, mix_scale, 0.0)
     with pytest.raises(ValueError, match="of one shape"):
         typical_rows(loc, scale[:, :2], mix_scale, 0.5)
+    with pytest.raises(ValueError, match="of one shape"):
+        typical_rows(loc[:0], scale[:0], mix_scale[:0], 0.5)
+    assert typical_rows(loc[:1], scale[:1], mix_scale[:1], 0.25).tolist() == [0]  # one row is kept as it is
 
 
 def test_trimmed_kl_is_training_kl_against_the_typical_reference_rows(schema, table, monkeypatch):

@@ -78,9 +78,11 @@ def typical_rows(loc: torch.Tensor, scale: torch.Tensor, mix_scale: torch.Tensor
     aggregate posterior of the kept rows has no mass where only atypical rows sit, however many there are."""
     if not 0 < share <= 1:
         raise ValueError(f"share must be in (0, 1], got {share}")
-    if loc.shape != scale.shape or scale.shape != mix_scale.shape or loc.ndim != 2 or len(loc) < 2:
-        raise ValueError(f"expected loc, scale and mix_scale of one shape (K >= 2, d), got {tuple(loc.shape)}, "
+    if loc.shape != scale.shape or scale.shape != mix_scale.shape or loc.ndim != 2 or not len(loc):
+        raise ValueError(f"expected loc, scale and mix_scale of one shape (K >= 1, d), got {tuple(loc.shape)}, "
                          f"{tuple(scale.shape)}, {tuple(mix_scale.shape)}")
+    if len(loc) == 1:  # nothing to rank it against
+        return torch.zeros(1, dtype=torch.long, device=loc.device)
     order = torch.randperm(len(loc), generator=torch.Generator().manual_seed(seed)).to(loc.device)
     halves = order[: len(order) // 2], order[len(order) // 2:]
     atypicality = torch.empty(len(loc), dtype=torch.float64, device=loc.device)

@@ -253,7 +253,7 @@ class VarTJEPA(MaskedTabular, VarJEPA):
     def reference_posterior(self) -> tuple[torch.Tensor, torch.Tensor]:
         """The reference rows' flattened posterior loc and scale ``(K, T·d)`` (unsmoothed), cached in eval mode."""
         if not len(self.reference_rows):
-            raise ValueError("the training-kl score needs training rows: call set_reference(train_rows) first "
+            raise ValueError("the training-kl and trimmed-kl scores need training rows: call set_reference(train_rows) first "
                              "(the training engine does; a checkpoint written before pyro_jepa kept them has none)")
         if self.reference_loc is None or self.training:
             self.reference_loc, self.reference_scale = (t.flatten(1) for t in self.posterior(self.reference_rows))
