@@ -238,8 +238,9 @@ def test_trimmed_kl_is_training_kl_against_the_typical_reference_rows(schema, ta
     model.train()
     assert model.reference_typical is None  # ... until the weights may change
     model.eval()
-    torch.testing.assert_close(model.trimmed_kl(loc, scale, width=0.0), kl_to_mixture_bound(
-        loc, scale, ref_loc[typical_rows(ref_loc, ref_scale, ref_scale, 0.5)], ref_scale[typical_rows(ref_loc, ref_scale, ref_scale, 0.5)]))
+    unsmoothed = typical_rows(ref_loc, ref_scale, ref_scale, 0.5)
+    torch.testing.assert_close(model.trimmed_kl(loc, scale, width=0.0),
+                               kl_to_mixture_bound(loc, scale, ref_loc[unsmoothed], ref_scale[unsmoothed]))
     assert model.reference_typical is None  # another width is not cached
     model.trimmed_kl(loc, scale)
     model.fit_reference_smoothing(held_out, grid=(64.0,))  # a refitted width ranks the rows again

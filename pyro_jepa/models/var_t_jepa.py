@@ -230,8 +230,7 @@ class VarTJEPA(MaskedTabular, VarJEPA):
         term under the best prior the model could have learned, in closed form as a Jensen upper bound
         (`kl_to_mixture_bound`). ``q_agg`` is smoothed by ``width`` (`smoothed_scale`; default: the width
         `set_reference` fitted on held-out rows). High for rows whose posterior sits where no training row's does."""
-        mix_loc, mix_scale = self.reference_posterior()
-        mix_scale = smoothed_scale(mix_scale, float(self.reference_smoothing) if width is None else width)
+        mix_loc, _, mix_scale = self._smoothed_reference(width)
         return kl_to_mixture_bound(loc.flatten(1), scale.flatten(1), mix_loc, mix_scale)
 
     @torch.no_grad()
@@ -241,14 +240,18 @@ class VarTJEPA(MaskedTabular, VarJEPA):
         common in some tables; where they sit the full aggregate posterior has mass, and `training_kl` calls a row
         like them typical. The trimmed one keeps rising with the distance from the bulk of the training rows."""
         fitted = width is None
-        mix_loc, own_scale = self.reference_posterior()
-        mix_scale = smoothed_scale(own_scale, float(self.reference_smoothing) if fitted else width)
+        mix_loc, own_scale, mix_scale = self._smoothed_reference(width)
         keep = self.reference_typical if fitted and not self.training else None
         if keep is None:
             keep = typical_rows(mix_loc, own_scale, mix_scale, TRIMMED_SHARE)
             if fitted:
                 self.reference_typical = keep
         return kl_to_mixture_bound(loc.flatten(1), scale.flatten(1), mix_loc[keep], mix_scale[keep])
+
+    def _smoothed_reference(self, width: float | None) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """The reference rows' posterior loc, own scale and scale smoothed by ``width`` (None: the fitted width)."""
+        mix_loc, own_scale = self.reference_posterior()
+        return mix_loc, own_scale, smoothed_scale(own_scale, float(self.reference_smoothing) if width is None else width)
 
     def reference_posterior(self) -> tuple[torch.Tensor, torch.Tensor]:
         """The reference rows' flattened posterior loc and scale ``(K, T·d)`` (unsmoothed), cached in eval mode."""

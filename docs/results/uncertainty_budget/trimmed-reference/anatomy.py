@@ -6,21 +6,20 @@ trimmed_reference.py). Bins of u: [0, 0.5), [0.5, 0.65), [0.65, cut), [cut, 0.9)
     PYTHONPATH=. python docs/results/uncertainty_budget/trimmed-reference/anatomy.py
 """
 
-from dataclasses import replace
 from pathlib import Path
-import numpy as np, torch
+
+import numpy as np
+import torch
 from scipy.stats import spearmanr
+
 from pyro_jepa.data import load_dataset
-from pyro_jepa.pipeline import pretrain
-from pyro_jepa.presets import make_preset
+from trimmed_reference import default_model  # this folder (the script's own) is on sys.path
+
 torch.set_num_threads(1)
 splits = load_dataset("mnist-7x7", data_dir=Path("/work/shared/data"), seed=0)
 u = splits.test.ambiguity.numpy(); cut = np.quantile(u, 0.75)
 for seed in (0, 1, 2):
-    mc, tc = make_preset("cpu", "mnist-7x7", len(splits.train), None, variant="default")
-    tc = replace(tc, seed=seed, device="cpu", progress=False, select="loss")
-    model, _ = pretrain("var-t-jepa", splits, mc, tc, Path("/tmp/s17/ck/mnist-7x7/default") / f"var-t-jepa-seed{seed}", resume=True)
-    model.eval()
+    model = default_model(splits, "mnist-7x7", seed, "/tmp/s17/ck")
     s = {k: v.double().numpy() for k, v in model.scores(splits.test.rows, ["training-kl", "trimmed-kl"]).items()}
     bins = [0, 0.5, 0.65, cut, 0.9, 1.01]
     for name, v in s.items():

@@ -4,19 +4,17 @@ one torch thread; the first trimmed-kl call includes the cross-fitted ranking of
     PYTHONPATH=. python docs/results/uncertainty_budget/trimmed-reference/timing.py
 """
 import time
-from dataclasses import replace
 from pathlib import Path
+
 import torch
+
 from pyro_jepa.data import load_dataset
-from pyro_jepa.pipeline import pretrain
-from pyro_jepa.presets import make_preset
+from trimmed_reference import default_model  # this folder (the script's own) is on sys.path
+
 torch.set_num_threads(1)
 for name in ("mnist-7x7", "sim"):
     splits = load_dataset(name, data_dir=Path("/work/shared/data"), seed=0)
-    mc, tc = make_preset("cpu", name, len(splits.train), None, variant="default")
-    model, _ = pretrain("var-t-jepa", splits, mc, replace(tc, seed=0, device="cpu", progress=False, select="loss"),
-                        Path(f"/tmp/s17/ck/{name}/default/var-t-jepa-seed0"), resume=True)
-    model.eval()
+    model = default_model(splits, name, 0, "/tmp/s17/ck")
     loc, scale = model.posterior(splits.test.rows)
     model.reference_posterior()
     t = time.perf_counter(); model.training_kl(loc, scale); a = time.perf_counter() - t

@@ -30,6 +30,16 @@ from pyro_jepa.presets import make_preset
 RHOS = (0.5, 0.25)
 
 
+def default_model(splits, dataset: str, seed: int, checkpoints):
+    """The default variant at the CPU preset's budget, as experiments/uncertainty.py stores it under ``checkpoints``
+    (``DATASET/default/var-t-jepa-seedK``; trained there if missing), in eval mode."""
+    model_config, train_config = make_preset("cpu", dataset, len(splits.train), None, variant="default")
+    train_config = replace(train_config, seed=seed, device="cpu", progress=False, select="loss")
+    model, _ = pretrain("var-t-jepa", splits, model_config, train_config,
+                        Path(checkpoints) / dataset / "default" / f"var-t-jepa-seed{seed}", resume=True)
+    return model.eval()
+
+
 @torch.no_grad()
 def trimmed_scores(model, test_rows: torch.Tensor, rhos=RHOS) -> dict[float, np.ndarray]:
     """`training-kl` of ``test_rows`` against the mixture of the fraction rho most typical reference rows, per rho
@@ -52,11 +62,7 @@ def main(data_dir, dataset, seeds, checkpoints, out_csv):
     ceiling = supervised_ceiling(splits.train.rows.numpy(), u_train, splits.test.rows.numpy(), u_test)
     rows = []
     for seed in seeds:
-        model_config, train_config = make_preset("cpu", dataset, len(splits.train), None, variant="default")
-        train_config = replace(train_config, seed=seed, device="cpu", progress=False, select="loss")
-        model, _ = pretrain("var-t-jepa", splits, model_config, train_config,
-                            Path(checkpoints) / dataset / "default" / f"var-t-jepa-seed{seed}", resume=True)
-        model.eval()
+        model = default_model(splits, dataset, seed, checkpoints)
         scores = {"training-kl (the default)": model.scores(splits.test.rows, ["training-kl"])["training-kl"].double().numpy()}
         scores |= {f"training-kl, trimmed reference rho={rho:g}": s for rho, s in trimmed_scores(model, splits.test.rows).items()}
         for name, score in scores.items():
