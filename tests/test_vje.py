@@ -142,7 +142,8 @@ def mixture_log_prob(method: VJE, z: torch.Tensor) -> torch.Tensor:
      {"kl_weight": 0.3}, {"kl_weight": 0.05, "prior": "mixture"}, {"projector_dim": 6},
      {"particles": 3}, {"particles": 2, "prior": "vamp", "prior_components": 3},
      {"aggregate_kl": 2.0}, {"aggregate_kl": 0.5, "particles": 3},
-     {"marginal_entropy": 1.0}, {"marginal_entropy": 0.3, "particles": 3, "aggregate_kl": 0.5}],
+     {"marginal_entropy": 1.0}, {"marginal_entropy": 0.3, "particles": 3, "aggregate_kl": 0.5},
+     {"likelihood_scale": 0.8}, {"likelihood_scale": 1.3, "marginal_entropy": 1.0, "directional": "bounded"}],
 )
 def test_pyro_elbo_equals_hand_written_symmetric_elbo(overrides):
     method = small_vje(**overrides)
@@ -287,6 +288,18 @@ def test_shared_variances_are_one_tensor():
     separate = small_vje(shared_variance=False)
     model, guide = traces(separate, *embeddings(separate.dim))
     assert model.nodes["h_ab"]["fn"].scale.data_ptr() != guide.nodes["z_ab"]["fn"].base_dist.scale.data_ptr()
+
+
+def test_fixed_likelihood_scale_is_constant_and_leaves_the_posterior_free():
+    method = small_vje(likelihood_scale=0.8)
+    model, guide = traces(method, *embeddings(method.dim))
+    lik_scale, q_scale = model.nodes["h_ab"]["fn"].scale, guide.nodes["z_ab"]["fn"].base_dist.scale
+    assert torch.equal(lik_scale, torch.full_like(q_scale, 0.8)) and not lik_scale.requires_grad
+    assert q_scale.requires_grad and q_scale.std() > 0
+    with pytest.raises(ValueError, match="likelihood_scale"):
+        VJEConfig(likelihood_scale=-1.0)
+    with pytest.raises(ValueError, match="shared_variance"):
+        VJEConfig(likelihood_scale=0.8, shared_variance=False)
 
 
 def test_sites_scales_and_stop_gradient():

@@ -87,6 +87,10 @@ class VJEConfig(ImageSSLConfig):
     an exponential moving average of backbone and projector (BYOL's; the paper leaves stop-gradient
     and EMA open) whose momentum rises from this value to 1 by a cosine schedule over the run. Training
     only: held-out losses, scores and probes read the online network.
+    ``likelihood_scale``: 0 (default) learns the directional likelihood's scale (the posterior's σ, or its
+    own head without ``shared_variance``); above 0 holds it fixed at that σ for every feature and input,
+    so the posterior's variance no longer sets how far apart two views may lie (an ablation of the shared
+    variance, docs/results/vje.md §4k).
     """
 
     hidden: int = 512
@@ -107,6 +111,7 @@ class VJEConfig(ImageSSLConfig):
     aggregate_kl: float = 0.0
     marginal_entropy: float = 0.0
     target_momentum: float = 0.0
+    likelihood_scale: float = 0.0
 
     def __post_init__(self) -> None:
         if self.likelihood not in ("student-t", "gaussian"):
@@ -127,6 +132,9 @@ class VJEConfig(ImageSSLConfig):
             raise ValueError(f"aggregate_kl must be >= 0, and needs prior='standard'; got {self.aggregate_kl} with {self.prior!r}")
         if not self.marginal_entropy >= 0:
             raise ValueError(f"marginal_entropy must be >= 0 (0: off), got {self.marginal_entropy}")
+        if not self.likelihood_scale >= 0 or (self.likelihood_scale > 0 and not self.shared_variance):
+            raise ValueError(f"likelihood_scale must be >= 0 (0: learned), and a fixed scale excludes shared_variance=False "
+                             f"(its own head); got {self.likelihood_scale} with shared_variance={self.shared_variance}")
         if not 0 <= self.target_momentum < 1 or (self.target_momentum > 0 and not self.stop_gradient):
             raise ValueError(f"target_momentum must be in [0, 1) (0: no target network), and needs stop_gradient; "
                              f"got {self.target_momentum} with stop_gradient={self.stop_gradient}")
@@ -203,7 +211,9 @@ class VJE(ImageSSL):
         loc, scale = self.head(hidden)
         if self.config.mean_on_sphere:
             loc = math.sqrt(self.latent_dim) * F.normalize(loc, dim=-1)
-        if self.likelihood_logvar is None:
+        if self.config.likelihood_scale > 0:
+            lik_scale = torch.full_like(scale, self.config.likelihood_scale)
+        elif self.likelihood_logvar is None:
             lik_scale = scale
         else:
             lik_scale = torch.exp(0.5 * self.likelihood_logvar(hidden).clamp(-12.0, 8.0))
