@@ -90,7 +90,7 @@ class VJEConfig(ImageSSLConfig):
     ``likelihood_scale``: 0 (default) learns the directional likelihood's scale (the posterior's σ, or its
     own head without ``shared_variance``); above 0 holds it fixed at that σ for every feature and input,
     so the posterior's variance no longer sets how far apart two views may lie (an ablation of the shared
-    variance; measured on CIFAR-10 seed 0 only, not yet written up in docs/results/vje.md).
+    variance; docs/results/vje.md §4k, CIFAR-10 seed 0).
     """
 
     hidden: int = 512
