@@ -1,6 +1,6 @@
 """The tabular benchmark (Var-JEPA Tables 2-3) with a stricter protocol, in one resumable command.
 
-    python experiments/benchmark_tabular.py --quick --data-dir ../shared/data      # CPU, small budget
+    python experiments/benchmark_tabular.py --quick --data-dir ../shared/data --threads 1   # CPU, small budget
     python experiments/benchmark_tabular.py --preset paper --data-dir DATA        # GPU, the paper's settings
     python experiments/benchmark_tabular.py --data my.csv --label y --datasets ""  # your own table
 
@@ -25,6 +25,7 @@ from pathlib import Path
 
 import numpy as np
 import pandas as pd
+import torch
 
 from pyro_jepa.data import load_dataset
 from pyro_jepa.evaluate import DownstreamConfig, PREDICTORS, collapse_report
@@ -33,7 +34,7 @@ from pyro_jepa.evaluate.ambiguity import supervised_ceiling
 from pyro_jepa.evaluate.selective import abstention_study, describe_coverage_test, error_auroc
 from pyro_jepa.evaluate.aggregate import count_cells, format_mean_std, summarize_runs
 from pyro_jepa import cli, io
-from pyro_jepa.benchmarking import cpu_summary
+from pyro_jepa.benchmarking import cpu_summary, machine_description
 from pyro_jepa.io import write_json
 from pyro_jepa.pipeline import device_of, pretrain, pretraining_record, representations, uncertainties
 from pyro_jepa.presets import PRESETS, SETTINGS_NOTES, SETTINGS_OF, VARIANTS, make_preset
@@ -79,6 +80,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                    help="pre-training epoch kept: lowest validation loss after the KL warm-up (label-free, default), a ridge "
                    "probe's validation accuracy, or probe-filtered, the paper's rule (both label-informed)")
     p.add_argument("--device", default="auto")
+    p.add_argument("--threads", type=int, help="torch CPU threads (default: torch's choice); the downstream MLPs' results "
+                   "depend on it in the last digits and beyond, so fix it to compare runs")
     p.add_argument("--out", type=Path, default=Path("runs/benchmark-tabular"), help="work folder (resumable)")
     p.add_argument("--checkpoints", type=Path, help="pre-training folder (default: OUT/checkpoints); may be shared with "
                    "experiments/uncertainty.py")
@@ -104,6 +107,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         p.error(f"unknown predictors {unknown}; choose from {sorted(PREDICTORS)}")
     if not args.datasets and not args.data:
         p.error("nothing to run: no --datasets and no --data")
+    if args.threads is not None and args.threads < 1:
+        p.error(f"--threads must be at least 1, got {args.threads}")
     return args
 
 
@@ -184,7 +189,7 @@ def run_dataset(args, name: str, source: str, label: str | None, done: set) -> N
                                                risk_target=RISK_SHARE * val_error or None, delta=RISK_DELTA,
                                                drop_fractions=DROP_FRACTIONS, seed=seed)
             run = {"dataset": name, "representation": representation, "pretrain_seed": pretrain_seed, "predictor": predictor,
-                   "downstream_seed": seed, "seconds": time.perf_counter() - started}
+                   "downstream_seed": seed, "seconds": time.perf_counter() - started, "threads": torch.get_num_threads()}
             full = selective[selective["drop"] == 0].iloc[:1].assign(score="none", error_auroc=np.nan)
             rows = pd.concat([full, selective[selective["drop"] > 0]]).rename(columns={"score": "abstain_by"})
             append_jsonl(args.out / "runs.jsonl", [{**run, **r} for r in rows.to_dict(orient="records")])
@@ -326,6 +331,16 @@ def score_section(scores: pd.DataFrame) -> list[str]:
     return lines + [""]
 
 
+def thread_counts(runs: pd.DataFrame) -> str:
+    """The torch threads the downstream runs used, for the report's machine line (a resumed run may mix them)."""
+    counts = sorted({int(n) for n in runs.get("threads", pd.Series(dtype=float)).dropna()})
+    if not counts:
+        return "torch threads not recorded"
+    if len(counts) == 1:
+        return f"{counts[0]} torch thread(s) per run"
+    return f"torch threads per run: {', '.join(map(str, counts))} (a resumed run; results depend on the count)"
+
+
 def report(args, runs: pd.DataFrame, timing: dict, command: str) -> str:
     summary = summarize_runs(runs)
     io.write_csv(summary, args.out / "summary.csv")
@@ -338,7 +353,8 @@ def report(args, runs: pd.DataFrame, timing: dict, command: str) -> str:
         "# Tabular benchmark: Var-T-JEPA vs T-JEPA vs raw features",
         "",
         f"Made by `{command}` on {platform.node() or 'this machine'} ({cpu_summary()}, {os.cpu_count()} CPU cores, "
-        f"{'CUDA' if resolve_device(args.device).type == 'cuda' else 'no GPU'}; Python {platform.python_version()}).",
+        f"{'CUDA' if resolve_device(args.device).type == 'cuda' else 'no GPU'}; Python {platform.python_version()}; "
+        f"{thread_counts(runs)}).",
         f"Preset `{args.preset}`{' with --quick' if args.quick else ''}, model variant `{args.variant}` ({VARIANTS[args.variant]}): "
         f"{args.pretrain_seeds} pre-training seed(s), "
         f"{args.downstream_seeds} downstream seed(s) (XGBoost: 1, it is deterministic), pre-training epochs "
@@ -415,13 +431,15 @@ def main(argv: list[str] | None = None) -> int:
 
 def _main(argv: list[str] | None) -> int:
     args = parse_args(argv)
+    if args.threads:
+        torch.set_num_threads(args.threads)
     command = cli.command_line("experiments/benchmark_tabular.py", argv)
     with io.claim_work_folder(args.out, inputs=args.data, command=command, resume_command=command):
         return benchmark(args, command)
 
 
 def benchmark(args: argparse.Namespace, command: str) -> int:
-    write_json({"command": command, "args": vars(args)}, args.out / "config.json")
+    write_json({"command": command, "args": vars(args), "machine": machine_description()}, args.out / "config.json")
     done = {(r["dataset"], r["representation"], r["pretrain_seed"], r["predictor"], r["downstream_seed"])
             for r in read_jsonl(args.out / "runs.jsonl") if r["drop"] == 0}
     timing_path = args.out / "timing.json"

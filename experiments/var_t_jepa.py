@@ -85,6 +85,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     run = p.add_argument_group("run")
     run.add_argument("--seed", type=int, default=0, help="fixes splits, initial weights, masks and sampling")
     run.add_argument("--device", default="auto", help="auto (CUDA when present), cpu, cuda, cuda:1, ...")
+    run.add_argument("--threads", type=int, help="torch CPU threads (default: torch's choice; recorded in config.json, "
+                     "and results depend on it)")
     run.add_argument("--out", type=Path, help="run folder (default: runs/<dataset>-<timestamp>)")
     run.add_argument("--overwrite", action="store_true", help="replace an existing run folder")
     run.add_argument("--resume", action="store_true", help="continue an interrupted run in --out from its last checkpoints")
@@ -103,7 +105,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     if args.data is None and args.dataset not in SIM_VERSIONS and args.dataset not in DATASETS:
         p.error(f"--dataset {args.dataset!r} is unknown; choose {' or '.join(SIM_VERSIONS)} or one of {sorted(DATASETS)}, or pass --data FILE")
     for flag, least in (("max_rows", 1), ("epochs", 1), ("batch_size", 2), ("group_size", 1), ("downstream_epochs", 1),
-                        ("posterior_samples", 1), ("posterior_rows", 1)):
+                        ("posterior_samples", 1), ("posterior_rows", 1), ("threads", 1)):
         value = getattr(args, flag)
         if value is not None and value < least:
             p.error(f"--{flag.replace('_', '-')} must be at least {least}, got {value}")
@@ -148,6 +150,8 @@ def main(argv: list[str] | None = None) -> int:
 
 def _main(argv: list[str] | None) -> int:
     args = parse_args(argv)
+    if args.threads:
+        torch.set_num_threads(args.threads)
     # Under torchrun every rank runs this script; pre-training is data-parallel, the rest is rank 0's.
     rank = distributed.init_from_env(args.device)
     try:

@@ -12,14 +12,25 @@ from pyro_jepa.distributions.mixture_kl import SMOOTHING_GRID
 from tests.test_experiment import load_script
 
 
-def test_benchmark_writes_report_and_resumes_without_recomputing(tmp_path):
+@pytest.fixture
+def keep_torch_threads():
+    """The scripts set torch's thread count for the whole process; give it back after the test."""
+    before = torch.get_num_threads()
+    yield
+    torch.set_num_threads(before)
+
+
+def test_benchmark_writes_report_and_resumes_without_recomputing(tmp_path, keep_torch_threads):
     script = load_script("benchmark_tabular")
     out, report = tmp_path / "bench", tmp_path / "tabular.md"
     argv = ["--datasets", "sim", "--max-rows", "300", "--epochs", "1", "--pretrain-seeds", "1", "--downstream-seeds", "2",
-            "--predictors", "mlp", "--downstream-epochs", "1", "--out", str(out), "--report", str(report)]
+            "--predictors", "mlp", "--downstream-epochs", "1", "--threads", "1", "--out", str(out), "--report", str(report)]
     assert script.main(argv) == 0
     runs = (out / "runs.jsonl").read_text().splitlines()
     records = [json.loads(line) for line in runs]
+    # The downstream MLPs' results depend on torch's thread count: the config and every run row record it.
+    assert json.loads((out / "config.json").read_text())["machine"]["threads"] == 1
+    assert {r["threads"] for r in records} == {1} and "1 torch thread(s) per run" in report.read_text()
     full = [r for r in records if r["drop"] == 0]
     # raw, T-JEPA, Var-T-JEPA x 2 MLP seeds, plus the tuned XGBoost on raw features
     assert sorted((r["representation"], r["predictor"], r["downstream_seed"]) for r in full) == sorted(
@@ -126,6 +137,12 @@ def test_smoothing_ablation_reports_every_width_and_the_fitted_one(tmp_path):
     assert load_script("training_kl_smoothing").main([*argv, "--variant", "hetero"]) == 0
     assert (tmp_path / "ck" / "sim" / "hetero" / "var-t-jepa-seed0" / "best.pt").is_file()
     assert json.loads((tmp_path / "smoothing-hetero" / "config.json").read_text())["args"]["variant"] == "hetero"
+
+
+def test_benchmark_refuses_zero_threads(capsys):
+    with pytest.raises(SystemExit) as info:
+        load_script("benchmark_tabular").parse_args(["--threads", "0"])
+    assert info.value.code == 2 and "--threads must be at least 1" in capsys.readouterr().err
 
 
 @pytest.mark.parametrize("widths", ["-1", "a,2", ","])

@@ -351,6 +351,7 @@ def script():
         (["--max-rows", "0"], "--max-rows must be at least 1"),
         (["--batch-size", "1"], "--batch-size must be at least 2"),
         (["--group-size", "0"], "--group-size must be at least 1"),
+        (["--threads", "0"], "--threads must be at least 1"),
         (["--lr", "nan"], "--lr must be a positive number"),
         (["--dataset", "nope"], "--dataset 'nope' is unknown"),
         (["--data", "missing.csv", "--label", "y"], "no such file"),
