@@ -46,9 +46,14 @@ def table(schema) -> TabularData:
 
 
 @pytest.fixture
-def one_thread():
-    """Tiny convolutions: one thread avoids OpenMP spin-waiting on a shared 2-core machine (50x there)."""
+def keep_torch_threads():
+    """Code under test may set torch's thread count for the whole process; give it back after the test."""
     threads = torch.get_num_threads()
-    torch.set_num_threads(1)
     yield
     torch.set_num_threads(threads)
+
+
+@pytest.fixture
+def one_thread(keep_torch_threads):
+    """Tiny convolutions: one thread avoids OpenMP spin-waiting on a shared 2-core machine (50x there)."""
+    torch.set_num_threads(1)

@@ -12,14 +12,6 @@ from pyro_jepa.distributions.mixture_kl import SMOOTHING_GRID
 from tests.test_experiment import load_script
 
 
-@pytest.fixture
-def keep_torch_threads():
-    """The scripts set torch's thread count for the whole process; give it back after the test."""
-    before = torch.get_num_threads()
-    yield
-    torch.set_num_threads(before)
-
-
 def test_benchmark_writes_report_and_resumes_without_recomputing(tmp_path, keep_torch_threads):
     script = load_script("benchmark_tabular")
     out, report = tmp_path / "bench", tmp_path / "tabular.md"
